@@ -1,0 +1,43 @@
+// Command berthd is berth's daemon. Today it carries the OCI runtime
+// (`berthd runtime ...`, runc-compatible); it also serves as the container
+// init, re-executed by the runtime before anything else runs.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-containers/berth/internal/version"
+	"github.com/berth-containers/berth/pkg/runtime"
+)
+
+func main() {
+	// The private re-exec entry point comes first, before flags or goroutines.
+	if runtime.IsInit() {
+		runtime.Init()
+	}
+	root := &cobra.Command{
+		Use:           "berthd",
+		Short:         "berth's daemon and OCI runtime",
+		Version:       version.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newRuntimeCommand())
+	if err := root.Execute(); err != nil {
+		code := 1
+		if e, ok := err.(exitError); ok {
+			code = int(e)
+		} else {
+			fmt.Fprintln(os.Stderr, "berthd:", err)
+		}
+		os.Exit(code)
+	}
+}
+
+// exitError carries a container's exit code out of `runtime run` without a message.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }

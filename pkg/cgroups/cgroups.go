@@ -1,0 +1,295 @@
+package cgroups
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	cg "github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/cgroups/v3/cgroup2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Root is where the cgroup hierarchies are mounted.
+const Root = "/sys/fs/cgroup"
+
+// Mode is the cgroup layout of the host.
+type Mode = cg.CGMode
+
+// HostMode reports whether the host runs cgroup v1, hybrid or v2.
+func HostMode() Mode { return cg.Mode() }
+
+// Manager controls one container's cgroup.
+type Manager interface {
+	// Path is the cgroup path relative to the hierarchy root, e.g. /berth/web.
+	Path() string
+	// Add moves a process into the cgroup.
+	Add(pid int) error
+	// Stats reads current usage.
+	Stats() (*Stats, error)
+	// OOMKilled reports whether the OOM killer has ended a process in the group.
+	OOMKilled() bool
+	// Kill sends SIGKILL to every process in the group.
+	Kill() error
+	// Delete removes the cgroup; processes must have exited.
+	Delete() error
+}
+
+// Stats is the usage of a cgroup.
+type Stats struct {
+	MemoryUsage uint64 // bytes
+	MemoryLimit uint64 // bytes, 0 when unlimited
+	CPUUsage    uint64 // nanoseconds
+	Pids        uint64
+	OOMKills    uint64
+}
+
+// ValidatePath checks a spec's cgroupsPath. An empty path means the default.
+func ValidatePath(p string) error {
+	if strings.Contains(p, ":") {
+		return fmt.Errorf("cgroupsPath %q: systemd slice paths are not supported, use a plain path", p)
+	}
+	for _, part := range strings.Split(p, "/") {
+		if part == ".." {
+			return fmt.Errorf("cgroupsPath %q: must not contain ..", p)
+		}
+	}
+	return nil
+}
+
+// New creates the cgroup at p (relative to the hierarchy root) and applies res.
+func New(p string, res *specs.LinuxResources) (Manager, error) {
+	p = path.Join("/", p)
+	if res == nil {
+		res = &specs.LinuxResources{}
+	}
+	res = withDefaultDevices(res)
+	if HostMode() == cg.Unified {
+		return newV2(p, res)
+	}
+	return newV1(p, res)
+}
+
+// Load opens an existing cgroup at p for stats, kill and delete.
+func Load(p string) (Manager, error) {
+	p = path.Join("/", p)
+	if HostMode() == cg.Unified {
+		m, err := cgroup2.Load(p)
+		if err != nil {
+			return nil, fmt.Errorf("load cgroup %s: %w", p, err)
+		}
+		return &v2{path: p, m: m}, nil
+	}
+	c, err := cgroup1.Load(cgroup1.StaticPath(p), cgroup1.WithHierarchy(v1Hierarchy))
+	if err != nil {
+		return nil, fmt.Errorf("load cgroup %s: %w", p, err)
+	}
+	return &v1{path: p, c: c}, nil
+}
+
+// defaultDevices are the nodes every container gets, as runc allows them.
+var defaultDevices = []specs.LinuxDeviceCgroup{
+	devRule("c", 1, 3), devRule("c", 1, 5), devRule("c", 1, 7), // null zero full
+	devRule("c", 1, 8), devRule("c", 1, 9), // random urandom
+	devRule("c", 5, 0), devRule("c", 5, 1), devRule("c", 5, 2), // tty console ptmx
+	devRule("c", 136, -1), // /dev/pts/*
+}
+
+func devRule(typ string, major, minor int64) specs.LinuxDeviceCgroup {
+	r := specs.LinuxDeviceCgroup{Allow: true, Type: typ, Major: &major, Access: "rwm"}
+	if minor >= 0 {
+		r.Minor = &minor
+	}
+	return r
+}
+
+// withDefaultDevices appends the default device allow rules after the spec's
+// own rules, so a spec that denies everything still gets /dev/null and ptys.
+func withDefaultDevices(res *specs.LinuxResources) *specs.LinuxResources {
+	out := *res
+	out.Devices = append(append([]specs.LinuxDeviceCgroup{}, res.Devices...), defaultDevices...)
+	return &out
+}
+
+// v1Hierarchy lists the v1 controllers mounted on this host, skipping the
+// ones containerd's default list knows but the host lacks (or binds to v2).
+func v1Hierarchy() ([]cgroup1.Subsystem, error) {
+	subs, err := cgroup1.Default()
+	if err != nil {
+		return nil, err
+	}
+	var out []cgroup1.Subsystem
+	for _, s := range subs {
+		if _, err := os.Stat(filepath.Join(Root, string(s.Name()))); err == nil {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+type v1 struct {
+	path string
+	c    cgroup1.Cgroup
+}
+
+func newV1(p string, res *specs.LinuxResources) (Manager, error) {
+	if res.Memory != nil && res.Memory.Swap != nil && !fileExists(filepath.Join(Root, "memory", "memory.memsw.limit_in_bytes")) {
+		return nil, errors.New("memory swap limit: this kernel has no swap accounting (memory.memsw.limit_in_bytes is missing)")
+	}
+	c, err := cgroup1.New(cgroup1.StaticPath(p), res, cgroup1.WithHierarchy(v1Hierarchy))
+	if err != nil {
+		// New may have created some controllers' directories before failing.
+		if l, lerr := cgroup1.Load(cgroup1.StaticPath(p), cgroup1.WithHierarchy(v1Hierarchy)); lerr == nil {
+			_ = l.Delete()
+		}
+		return nil, fmt.Errorf("create cgroup %s: %w", p, err)
+	}
+	return &v1{path: p, c: c}, nil
+}
+
+func (m *v1) Path() string { return m.path }
+
+func (m *v1) Add(pid int) error {
+	if err := m.c.Add(cgroup1.Process{Pid: pid}); err != nil {
+		return fmt.Errorf("add pid %d to cgroup %s: %w", pid, m.path, err)
+	}
+	return nil
+}
+
+func (m *v1) Stats() (*Stats, error) {
+	st, err := m.c.Stat(cgroup1.IgnoreNotExist)
+	if err != nil {
+		return nil, fmt.Errorf("cgroup %s stats: %w", m.path, err)
+	}
+	out := &Stats{OOMKills: m.oomKills()}
+	if st.Memory != nil && st.Memory.Usage != nil {
+		out.MemoryUsage = st.Memory.Usage.Usage
+		out.MemoryLimit = st.Memory.Usage.Limit
+	}
+	if st.CPU != nil && st.CPU.Usage != nil {
+		out.CPUUsage = st.CPU.Usage.Total
+	}
+	if st.Pids != nil {
+		out.Pids = st.Pids.Current
+	}
+	return out, nil
+}
+
+// oomKills reads the oom_kill counter of memory.oom_control (kernel 4.13+).
+func (m *v1) oomKills() uint64 {
+	return readKey(filepath.Join(Root, "memory", m.path, "memory.oom_control"), "oom_kill")
+}
+
+func (m *v1) OOMKilled() bool { return m.oomKills() > 0 }
+
+func (m *v1) Kill() error { return killProcs(filepath.Join(Root, "pids", m.path, "cgroup.procs")) }
+
+func (m *v1) Delete() error {
+	if err := m.c.Delete(); err != nil {
+		return fmt.Errorf("delete cgroup %s: %w", m.path, err)
+	}
+	return nil
+}
+
+type v2 struct {
+	path string
+	m    *cgroup2.Manager
+}
+
+func newV2(p string, res *specs.LinuxResources) (Manager, error) {
+	m, err := cgroup2.NewManager(Root, p, cgroup2.ToResources(res))
+	if err != nil {
+		if l, lerr := cgroup2.Load(p); lerr == nil {
+			_ = l.Delete()
+		}
+		return nil, fmt.Errorf("create cgroup %s: %w", p, err)
+	}
+	return &v2{path: p, m: m}, nil
+}
+
+func (m *v2) Path() string { return m.path }
+
+func (m *v2) Add(pid int) error {
+	if err := m.m.AddProc(uint64(pid)); err != nil {
+		return fmt.Errorf("add pid %d to cgroup %s: %w", pid, m.path, err)
+	}
+	return nil
+}
+
+func (m *v2) Stats() (*Stats, error) {
+	st, err := m.m.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("cgroup %s stats: %w", m.path, err)
+	}
+	out := &Stats{OOMKills: m.oomKills()}
+	if st.Memory != nil {
+		out.MemoryUsage, out.MemoryLimit = st.Memory.Usage, st.Memory.UsageLimit
+	}
+	if st.CPU != nil {
+		out.CPUUsage = st.CPU.UsageUsec * 1000
+	}
+	if st.Pids != nil {
+		out.Pids = st.Pids.Current
+	}
+	return out, nil
+}
+
+func (m *v2) oomKills() uint64 {
+	return readKey(filepath.Join(Root, m.path, "memory.events"), "oom_kill")
+}
+
+func (m *v2) OOMKilled() bool { return m.oomKills() > 0 }
+
+func (m *v2) Kill() error { return m.m.Kill() }
+
+func (m *v2) Delete() error {
+	if err := m.m.Delete(); err != nil {
+		return fmt.Errorf("delete cgroup %s: %w", m.path, err)
+	}
+	return nil
+}
+
+// readKey returns the value of "key N" in a flat keyed cgroup file, 0 if absent.
+func readKey(file, key string) uint64 {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return 0
+	}
+	s := bufio.NewScanner(bytes.NewReader(b))
+	for s.Scan() {
+		f := strings.Fields(s.Text())
+		if len(f) == 2 && f[0] == key {
+			n, _ := strconv.ParseUint(f[1], 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+func killProcs(procsFile string) error {
+	b, err := os.ReadFile(procsFile)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil
+		}
+		return err
+	}
+	for _, f := range strings.Fields(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			_ = killPid(pid)
+		}
+	}
+	return nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}

@@ -1,0 +1,266 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-containers/berth/pkg/cgroups"
+)
+
+var namespaceFlags = map[specs.LinuxNamespaceType]uintptr{
+	specs.PIDNamespace:     unix.CLONE_NEWPID,
+	specs.NetworkNamespace: unix.CLONE_NEWNET,
+	specs.MountNamespace:   unix.CLONE_NEWNS,
+	specs.IPCNamespace:     unix.CLONE_NEWIPC,
+	specs.UTSNamespace:     unix.CLONE_NEWUTS,
+	specs.UserNamespace:    unix.CLONE_NEWUSER,
+	specs.CgroupNamespace:  unix.CLONE_NEWCGROUP,
+}
+
+// joinableNamespaces can be entered with setns() by one thread of a Go
+// program; the others (mount, user, pid) need a single-threaded process.
+var joinableNamespaces = map[specs.LinuxNamespaceType]bool{
+	specs.NetworkNamespace: true,
+	specs.IPCNamespace:     true,
+	specs.UTSNamespace:     true,
+	specs.CgroupNamespace:  true,
+}
+
+// Create sets a container up from bundle and leaves it "created": its init
+// waits for Start. On any error nothing is left: no process, cgroup or state.
+func (r *Runtime) Create(ctx context.Context, id, bundle string, opts ...CreateOpt) (c *Container, err error) {
+	var o createOptions
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
+	bundle, err = filepath.Abs(bundle)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := LoadSpec(bundle)
+	if err != nil {
+		return nil, err
+	}
+	if !hasNamespace(spec, specs.MountNamespace) {
+		return nil, fmt.Errorf("create container %s: a mount namespace is required: %w", id, ErrInvalidSpec)
+	}
+	if spec.Process.Terminal && o.console == nil {
+		return nil, fmt.Errorf("create container %s: the spec asks for a terminal but no console receiver was given (--console-socket)", id)
+	}
+	dir := r.dir(id)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("create container %s: %w", id, ErrExists)
+		}
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	c = &Container{ID: id, rt: r, rec: &record{
+		ID: id, Bundle: bundle, Rootfs: RootfsPath(spec, bundle), Created: time.Now().UTC(),
+		CgroupPath: cgroupPath(spec, id), Annotations: spec.Annotations,
+	}}
+	defer func() {
+		if err != nil {
+			c.abort()
+			err = fmt.Errorf("create container %s: %w", id, err)
+		}
+	}()
+	if err := unix.Mkfifo(filepath.Join(dir, execFifo), 0o600); err != nil {
+		return c, fmt.Errorf("make exec fifo: %w", err)
+	}
+	if err := c.startInit(ctx, spec, &o); err != nil {
+		return c, err
+	}
+	return c, c.rec.save(dir)
+}
+
+func cgroupPath(spec *specs.Spec, id string) string {
+	if spec.Linux.CgroupsPath != "" {
+		return path.Join("/", spec.Linux.CgroupsPath)
+	}
+	return path.Join("/berth", id)
+}
+
+// abort undoes a failed Create.
+func (c *Container) abort() {
+	if c.cmd != nil && c.cmd.Process != nil {
+		_ = c.cmd.Process.Kill()
+		<-c.done
+	}
+	_ = c.destroy()
+}
+
+// startInit starts the init process, places it in its cgroup, sends it its
+// config and waits until it reports ready.
+func (c *Container) startInit(ctx context.Context, spec *specs.Spec, o *createOptions) error {
+	cg, err := cgroups.New(c.rec.CgroupPath, spec.Linux.Resources)
+	if err != nil {
+		return err
+	}
+	_ = cg // deleted by destroy, through its path
+	cmd, parent, err := c.initCommand(spec, o)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			parent.Close()
+		}
+	}()
+	if err = cmd.Start(); err != nil {
+		closeChildFiles(cmd)
+		return fmt.Errorf("start container init: %w", err)
+	}
+	closeChildFiles(cmd)
+	c.cmd, c.syncSock, c.done = cmd, parent, make(chan struct{})
+	go c.reap()
+	c.rec.Pid = cmd.Process.Pid
+	c.rec.PidStart, _ = procStart(c.rec.Pid)
+	if err = cg.Add(c.rec.Pid); err != nil {
+		return err
+	}
+	if err = setOOMScoreAdj(c.rec.Pid, spec.Process.OOMScoreAdj); err != nil {
+		return err
+	}
+	cfg := &initConfig{ID: c.ID, Spec: spec, Rootfs: c.rec.Rootfs, CgroupPath: c.rec.CgroupPath}
+	if err = writeMsg(parent, syncMsg{Type: msgConfig, Config: cfg}); err != nil {
+		return fmt.Errorf("send config to init: %w", err)
+	}
+	return c.awaitReady(ctx, o)
+}
+
+func (c *Container) reap() {
+	err := c.cmd.Wait()
+	c.exitCode = -1
+	if c.cmd.ProcessState != nil {
+		c.exitCode = exitCode(c.cmd.ProcessState)
+	} else if err != nil {
+		c.exitCode = 255
+	}
+	close(c.done)
+}
+
+func (c *Container) awaitReady(ctx context.Context, o *createOptions) error {
+	for {
+		m, fds, err := readMsg(c.syncSock)
+		if err != nil {
+			return fmt.Errorf("container init exited during setup: %w", err)
+		}
+		switch m.Type {
+		case msgError:
+			return errors.New(m.Error)
+		case msgReady:
+			return nil
+		case msgConsole:
+			if len(fds) != 1 {
+				return errors.New("init sent no pty master")
+			}
+			if err := o.console(os.NewFile(uintptr(fds[0]), "/dev/ptmx")); err != nil {
+				return fmt.Errorf("hand over console: %w", err)
+			}
+		default:
+			return fmt.Errorf("sync: unexpected %q", m.Type)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+// initCommand builds the re-exec of the sealed binary in new namespaces.
+func (c *Container) initCommand(spec *specs.Spec, o *createOptions) (*exec.Cmd, *os.File, error) {
+	exe, err := sealedExe()
+	if err != nil {
+		return nil, nil, err
+	}
+	parent, child, err := socketPair()
+	if err != nil {
+		return nil, nil, err
+	}
+	stateDir, err := os.OpenFile(c.rt.dir(c.ID), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		parent.Close()
+		child.Close()
+		return nil, nil, err
+	}
+	cmd := &exec.Cmd{
+		Path:       exe,
+		Args:       []string{"berthd", InitArg},
+		Env:        []string{},
+		Dir:        "/",
+		ExtraFiles: []*os.File{child, stateDir},
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: cloneFlags(spec),
+		},
+	}
+	// A nil *os.File in an io.Reader would not be nil: assign only real files.
+	if o.stdin != nil {
+		cmd.Stdin = o.stdin
+	}
+	if o.stdout != nil {
+		cmd.Stdout = o.stdout
+	}
+	if o.stderr != nil {
+		cmd.Stderr = o.stderr
+	}
+	if hasNamespace(spec, specs.UserNamespace) {
+		cmd.SysProcAttr.UidMappings = idMaps(spec.Linux.UIDMappings)
+		cmd.SysProcAttr.GidMappings = idMaps(spec.Linux.GIDMappings)
+		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
+	}
+	return cmd, parent, nil
+}
+
+func closeChildFiles(cmd *exec.Cmd) {
+	for _, f := range cmd.ExtraFiles {
+		f.Close()
+	}
+}
+
+// cloneFlags are the namespaces created at clone time. The cgroup namespace
+// is unshared by init itself, after the parent moved it into its cgroup, so
+// that the namespace's root is the container's cgroup.
+func cloneFlags(spec *specs.Spec) uintptr {
+	var flags uintptr
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Path == "" && ns.Type != specs.CgroupNamespace {
+			flags |= namespaceFlags[ns.Type]
+		}
+	}
+	return flags
+}
+
+func idMaps(in []specs.LinuxIDMapping) []syscall.SysProcIDMap {
+	out := make([]syscall.SysProcIDMap, len(in))
+	for i, m := range in {
+		out[i] = syscall.SysProcIDMap{ContainerID: int(m.ContainerID), HostID: int(m.HostID), Size: int(m.Size)}
+	}
+	return out
+}
+
+// setOOMScoreAdj is written by the parent: lowering it needs
+// CAP_SYS_RESOURCE, which a root daemon may lack (it does on some VMs).
+func setOOMScoreAdj(pid int, adj *int) error {
+	if adj == nil {
+		return nil
+	}
+	p := "/proc/" + itoa(pid) + "/oom_score_adj"
+	if err := os.WriteFile(p, []byte(itoa(*adj)), 0); err != nil {
+		return fmt.Errorf("set oom_score_adj to %d: %w (lowering it needs CAP_SYS_RESOURCE)", *adj, err)
+	}
+	return nil
+}

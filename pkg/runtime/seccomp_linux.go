@@ -1,0 +1,184 @@
+package runtime
+
+import (
+	"fmt"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	libseccomp "github.com/seccomp/libseccomp-golang"
+	"golang.org/x/sys/unix"
+)
+
+// Seccomp filters are compiled from the spec to BPF by libseccomp, as runc
+// and crun do. Docker's default profile, as a spec section, comes from
+// github.com/moby/profiles/seccomp (see DefaultSeccomp).
+
+var seccompActions = map[specs.LinuxSeccompAction]libseccomp.ScmpAction{
+	specs.ActKill:        libseccomp.ActKillThread,
+	specs.ActKillThread:  libseccomp.ActKillThread,
+	specs.ActKillProcess: libseccomp.ActKillProcess,
+	specs.ActTrap:        libseccomp.ActTrap,
+	specs.ActErrno:       libseccomp.ActErrno,
+	specs.ActTrace:       libseccomp.ActTrace,
+	specs.ActAllow:       libseccomp.ActAllow,
+	specs.ActLog:         libseccomp.ActLog,
+}
+
+var seccompOps = map[specs.LinuxSeccompOperator]libseccomp.ScmpCompareOp{
+	specs.OpNotEqual:     libseccomp.CompareNotEqual,
+	specs.OpLessThan:     libseccomp.CompareLess,
+	specs.OpLessEqual:    libseccomp.CompareLessOrEqual,
+	specs.OpEqualTo:      libseccomp.CompareEqual,
+	specs.OpGreaterEqual: libseccomp.CompareGreaterEqual,
+	specs.OpGreaterThan:  libseccomp.CompareGreater,
+	specs.OpMaskedEqual:  libseccomp.CompareMaskedEqual,
+}
+
+// seccompArches maps the spec's SCMP_ARCH_* names to libseccomp's.
+var seccompArches = map[specs.Arch]string{
+	specs.ArchX86: "x86", specs.ArchX86_64: "amd64", specs.ArchX32: "x32",
+	specs.ArchARM: "arm", specs.ArchAARCH64: "arm64", specs.ArchMIPS: "mips",
+	specs.ArchMIPS64: "mips64", specs.ArchMIPS64N32: "mips64n32", specs.ArchMIPSEL: "mipsel",
+	specs.ArchMIPSEL64: "mipsel64", specs.ArchMIPSEL64N32: "mipsel64n32", specs.ArchPPC: "ppc",
+	specs.ArchPPC64: "ppc64", specs.ArchPPC64LE: "ppc64le", specs.ArchS390: "s390",
+	specs.ArchS390X: "s390x", specs.ArchRISCV64: "riscv64", specs.ArchLOONGARCH64: "loong64",
+}
+
+func validateSeccomp(s *specs.LinuxSeccomp) error {
+	if _, err := seccompAction(s.DefaultAction, s.DefaultErrnoRet); err != nil {
+		return fmt.Errorf("seccomp defaultAction: %w", err)
+	}
+	for _, a := range s.Architectures {
+		if _, ok := seccompArches[a]; !ok {
+			return fmt.Errorf("seccomp architecture %q: unknown", a)
+		}
+	}
+	for _, sc := range s.Syscalls {
+		if _, err := seccompAction(sc.Action, sc.ErrnoRet); err != nil {
+			return fmt.Errorf("seccomp rule for %s: %w", strings.Join(sc.Names, ","), err)
+		}
+		for _, a := range sc.Args {
+			if _, ok := seccompOps[a.Op]; !ok {
+				return fmt.Errorf("seccomp rule for %s: operator %q: unknown", strings.Join(sc.Names, ","), a.Op)
+			}
+		}
+	}
+	return nil
+}
+
+func seccompAction(a specs.LinuxSeccompAction, errnoRet *uint) (libseccomp.ScmpAction, error) {
+	act, ok := seccompActions[a]
+	if !ok {
+		return 0, fmt.Errorf("action %q: not supported", a)
+	}
+	if act == libseccomp.ActErrno || act == libseccomp.ActTrace {
+		ret := int16(unix.EPERM)
+		if errnoRet != nil {
+			ret = int16(*errnoRet)
+		}
+		act = act.SetReturnCode(ret)
+	}
+	return act, nil
+}
+
+// loadSeccomp compiles the filter and loads it on the calling thread (init
+// execs from that thread, so the process inherits it).
+func loadSeccomp(s *specs.LinuxSeccomp) error {
+	def, err := seccompAction(s.DefaultAction, s.DefaultErrnoRet)
+	if err != nil {
+		return err
+	}
+	f, err := libseccomp.NewFilter(def)
+	if err != nil {
+		return err
+	}
+	defer f.Release()
+	// no_new_privs is the spec's choice, made by finalize, not libseccomp's.
+	if err := f.SetNoNewPrivsBit(false); err != nil {
+		return err
+	}
+	for _, a := range s.Architectures {
+		arch, err := libseccomp.GetArchFromString(seccompArches[a])
+		if err != nil {
+			return fmt.Errorf("architecture %s: %w", a, err)
+		}
+		if err := f.AddArch(arch); err != nil {
+			return fmt.Errorf("add architecture %s: %w", a, err)
+		}
+	}
+	for _, sc := range s.Syscalls {
+		if err := addSeccompRule(f, def, sc); err != nil {
+			return err
+		}
+	}
+	return f.Load()
+}
+
+func addSeccompRule(f *libseccomp.ScmpFilter, def libseccomp.ScmpAction, sc specs.LinuxSyscall) error {
+	act, err := seccompAction(sc.Action, sc.ErrnoRet)
+	if err != nil {
+		return err
+	}
+	if act == def {
+		return nil // libseccomp refuses rules that repeat the default
+	}
+	conds, err := seccompConditions(sc.Args)
+	if err != nil {
+		return err
+	}
+	for _, name := range sc.Names {
+		call, err := libseccomp.GetSyscallFromName(name)
+		if err != nil {
+			continue // not a syscall of this architecture or libseccomp version
+		}
+		if err := addConditional(f, call, act, conds); err != nil {
+			return fmt.Errorf("rule for %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// seccompConditions returns the rule's conditions as groups that each make
+// one libseccomp rule: conditions on distinct arguments are ANDed in one
+// rule; libseccomp cannot AND two conditions on the same argument, so, as
+// runc does, those become separate rules (ORed).
+func seccompConditions(args []specs.LinuxSeccompArg) ([][]libseccomp.ScmpCondition, error) {
+	var all []libseccomp.ScmpCondition
+	seen := map[uint]bool{}
+	repeated := false
+	for _, a := range args {
+		c, err := libseccomp.MakeCondition(a.Index, seccompOps[a.Op], a.Value, a.ValueTwo)
+		if a.Op != specs.OpMaskedEqual {
+			c, err = libseccomp.MakeCondition(a.Index, seccompOps[a.Op], a.Value)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("condition on arg %d: %w", a.Index, err)
+		}
+		repeated = repeated || seen[a.Index]
+		seen[a.Index] = true
+		all = append(all, c)
+	}
+	if !repeated {
+		return [][]libseccomp.ScmpCondition{all}, nil
+	}
+	groups := make([][]libseccomp.ScmpCondition, len(all))
+	for i, c := range all {
+		groups[i] = []libseccomp.ScmpCondition{c}
+	}
+	return groups, nil
+}
+
+func addConditional(f *libseccomp.ScmpFilter, call libseccomp.ScmpSyscall, act libseccomp.ScmpAction, groups [][]libseccomp.ScmpCondition) error {
+	for _, g := range groups {
+		var err error
+		if len(g) == 0 {
+			err = f.AddRule(call, act)
+		} else {
+			err = f.AddRuleConditional(call, act, g)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

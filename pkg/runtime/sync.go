@@ -1,0 +1,146 @@
+package runtime
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// The parent (Create) and the container init talk over a SOCK_SEQPACKET
+// socketpair, one JSON message per packet; the pty master travels as
+// SCM_RIGHTS with the "console" message. Init holds its end on fd 3 with
+// O_CLOEXEC, so a successful execve() closes it and the parent reads EOF.
+//
+//	parent (Create)                               init (berthd __berth_init)
+//	  re-exec sealed memfd copy, new namespaces -->  lock OS thread
+//	  add pid to cgroup, write oom_score_adj
+//	  initConfig -------------------------------->  join ns paths, unshare cgroupns,
+//	                                                prepare mounts, pivot_root,
+//	                                                devices, masks, hostname,
+//	                                                rlimits, look up the binary
+//	             <--------------------- console     (with the pty master; terminal only)
+//	             <------------------ ready | error
+//	  write state.json, return "created"
+//	                          ...
+//	Start: open <state>/exec.fifo for reading ---->  open(exec.fifo, O_WRONLY) returns
+//	                                                no_new_privs, groups/gid/uid,
+//	                                                capabilities, seccomp, execve
+//	             <---------- error | EOF (execve closed the socket)
+//
+// Create may be one process and Start another (runc's command line): the
+// exec fifo, not the socket, is what releases init.
+const (
+	msgConfig  = "config"
+	msgConsole = "console"
+	msgReady   = "ready"
+	msgError   = "error"
+)
+
+type syncMsg struct {
+	Type   string      `json:"type"`
+	Error  string      `json:"error,omitempty"`
+	Config *initConfig `json:"config,omitempty"`
+}
+
+// initConfig is everything init needs; it is built by the parent.
+type initConfig struct {
+	ID     string      `json:"id"`
+	Spec   *specs.Spec `json:"spec"`
+	Rootfs     string      `json:"rootfs"`
+	CgroupPath string      `json:"cgroupPath"`
+}
+
+// Fds inherited by init, in this order after stdio.
+const (
+	initSyncFd     = 3 // socketpair end
+	initStateDirFd = 4 // O_PATH of the state dir, holding exec.fifo
+)
+
+func writeMsg(f *os.File, m syncMsg, fds ...int) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	return unix.Sendmsg(int(f.Fd()), b, oob, nil, 0)
+}
+
+// readMsg reads one packet; io.EOF when the peer closed its end.
+func readMsg(f *os.File) (syncMsg, []int, error) {
+	buf := make([]byte, 1<<20)
+	oob := make([]byte, unix.CmsgSpace(4*4))
+	var m syncMsg
+	for {
+		n, oobn, _, _, err := unix.Recvmsg(int(f.Fd()), buf, oob, unix.MSG_CMSG_CLOEXEC)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return m, nil, fmt.Errorf("read sync socket: %w", err)
+		}
+		if n == 0 && oobn == 0 {
+			return m, nil, io.EOF
+		}
+		fds, err := parseRights(oob[:oobn])
+		if err != nil {
+			return m, nil, err
+		}
+		if err := json.Unmarshal(buf[:n], &m); err != nil {
+			return m, fds, fmt.Errorf("decode sync message: %w", err)
+		}
+		return m, fds, nil
+	}
+}
+
+func parseRights(oob []byte) ([]int, error) {
+	if len(oob) == 0 {
+		return nil, nil
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, err
+	}
+	var fds []int
+	for _, cm := range msgs {
+		r, err := unix.ParseUnixRights(&cm)
+		if err != nil {
+			return nil, err
+		}
+		fds = append(fds, r...)
+	}
+	return fds, nil
+}
+
+// expectMsg reads the next message and turns an init error into a Go error.
+func expectMsg(f *os.File, want string) (syncMsg, []int, error) {
+	m, fds, err := readMsg(f)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return m, nil, errors.New("container init exited before reporting " + want)
+		}
+		return m, nil, err
+	}
+	if m.Type == msgError {
+		return m, fds, errors.New(m.Error)
+	}
+	if m.Type != want {
+		return m, fds, fmt.Errorf("sync: got %q, want %q", m.Type, want)
+	}
+	return m, fds, nil
+}
+
+func socketPair() (parent, child *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("socketpair: %w", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "sync-parent"), os.NewFile(uintptr(fds[1]), "sync-init"), nil
+}
