@@ -71,10 +71,29 @@ func New(p string, res *specs.LinuxResources) (Manager, error) {
 		res = &specs.LinuxResources{}
 	}
 	res = withDefaultDevices(res)
+	create := newV1
 	if HostMode() == cg.Unified {
-		return newV2(p, res)
+		create = newV2
 	}
-	return newV1(p, res)
+	// A concurrent Delete may remove the shared parent between its creation
+	// and our group's (see removeParent): try again.
+	var m Manager
+	var err error
+	for range 3 {
+		if m, err = create(p, res); err == nil || !errors.Is(err, os.ErrNotExist) {
+			break
+		}
+	}
+	return m, err
+}
+
+// removeParent removes the parent group (e.g. /berth) in dir once it is
+// empty, so that no trace is left once the last container is gone. It fails
+// harmlessly while other groups remain.
+func removeParent(dirs ...string) {
+	for _, d := range dirs {
+		_ = os.Remove(filepath.Dir(d))
+	}
 }
 
 // Load opens an existing cgroup at p for stats, kill and delete.
@@ -195,6 +214,12 @@ func (m *v1) Delete() error {
 	if err := m.c.Delete(); err != nil {
 		return fmt.Errorf("delete cgroup %s: %w", m.path, err)
 	}
+	if path.Dir(m.path) != "/" {
+		subs, _ := v1Hierarchy()
+		for _, s := range subs {
+			removeParent(filepath.Join(Root, string(s.Name()), m.path))
+		}
+	}
 	return nil
 }
 
@@ -252,6 +277,9 @@ func (m *v2) Kill() error { return m.m.Kill() }
 func (m *v2) Delete() error {
 	if err := m.m.Delete(); err != nil {
 		return fmt.Errorf("delete cgroup %s: %w", m.path, err)
+	}
+	if path.Dir(m.path) != "/" {
+		removeParent(filepath.Join(Root, m.path))
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"fmt"
 	"os"
 	"path"
 
@@ -72,7 +73,9 @@ func setupDevices(root int, spec *specs.Spec, binds []pendingMount) error {
 		}
 		if len(binds) == 0 {
 			for _, d := range devices(spec) {
-				if err := mknodInRoot(root, d); err != nil {
+				if err := mknodInRoot(root, d); err == unix.EPERM {
+					return fmt.Errorf("create device %s: %w (linux.resources.devices must allow mknod, access \"m\")", d.Path, err)
+				} else if err != nil {
 					return stage("create device "+d.Path, err)
 				}
 			}

@@ -149,18 +149,19 @@ func setupIdentity(spec *specs.Spec) error {
 	return nil
 }
 
-// waitForStart blocks in open(exec.fifo) until Start opens the other end.
-// The fifo is opened through the inherited O_PATH fd of the state directory,
-// which stays valid after pivot_root detached the host's tree.
+// waitForStart blocks reading the exec fifo (inherited from the parent,
+// so no path is resolved and the state dir's permissions do not matter in a
+// user namespace) until Start writes to it.
 func waitForStart() error {
-	fd, err := unix.Openat(initStateDirFd, execFifo, unix.O_WRONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return stage("open exec fifo", err)
+	buf := make([]byte, 1)
+	for {
+		_, err := unix.Read(initFifoFd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		unix.Close(initFifoFd)
+		return stage("read exec fifo", err)
 	}
-	_, err = unix.Write(fd, []byte{0})
-	unix.Close(fd)
-	unix.Close(initStateDirFd)
-	return stage("write exec fifo", err)
 }
 
 // lookPath finds args[0] in the container, with the container's PATH, so a

@@ -191,7 +191,9 @@ func (c *Container) initCommand(spec *specs.Spec, o *createOptions) (*exec.Cmd, 
 	if err != nil {
 		return nil, nil, err
 	}
-	stateDir, err := os.OpenFile(c.rt.dir(c.ID), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	// init waits reading the fifo; O_RDWR never blocks and keeps a reader
+	// while init lives (see releaseInit).
+	fifo, err := os.OpenFile(filepath.Join(c.rt.dir(c.ID), execFifo), os.O_RDWR, 0)
 	if err != nil {
 		parent.Close()
 		child.Close()
@@ -202,7 +204,7 @@ func (c *Container) initCommand(spec *specs.Spec, o *createOptions) (*exec.Cmd, 
 		Args:       []string{"berthd", InitArg},
 		Env:        []string{},
 		Dir:        "/",
-		ExtraFiles: []*os.File{child, stateDir},
+		ExtraFiles: []*os.File{child, fifo},
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags: cloneFlags(spec),
 		},
@@ -221,6 +223,9 @@ func (c *Container) initCommand(spec *specs.Spec, o *createOptions) (*exec.Cmd, 
 		cmd.SysProcAttr.UidMappings = idMaps(spec.Linux.UIDMappings)
 		cmd.SysProcAttr.GidMappings = idMaps(spec.Linux.GIDMappings)
 		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
+		// Become the namespace's root before execve, or the exec would run
+		// as the unmapped host uid, with no capabilities in the namespace.
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0, NoSetGroups: true}
 	}
 	return cmd, parent, nil
 }

@@ -76,6 +76,13 @@ func finishRootfs(root int, spec *specs.Spec, devBinds []pendingMount) error {
 	if err := setupDevices(root, spec, devBinds); err != nil {
 		return err
 	}
+	if cwd := spec.Process.Cwd; cwd != "" {
+		fd, err := mkdirAllInRoot(root, cwd)
+		if err != nil {
+			return stage("create cwd "+cwd, err)
+		}
+		unix.Close(fd)
+	}
 	for _, p := range spec.Linux.MaskedPaths {
 		if err := maskPath(root, p); err != nil {
 			return stage("mask "+p, err)
@@ -248,21 +255,41 @@ func openInRoot(root int, p string, flags uint64) (int, error) {
 }
 
 // mkdirAllInRoot creates the directory p and its parents inside root and
-// returns an O_PATH handle to it.
+// returns an O_PATH handle to it. A dangling symlink on the way is followed
+// (inside root) and its target created, as a mount would need.
 func mkdirAllInRoot(root int, p string) (int, error) {
+	return mkdirAllInRootDepth(root, p, 0)
+}
+
+func mkdirAllInRootDepth(root int, p string, depth int) (int, error) {
+	if depth > 40 {
+		return -1, unix.ELOOP
+	}
 	fd, err := unix.Dup(root)
 	if err != nil {
 		return -1, err
 	}
 	cur := "/"
-	for _, part := range strings.Split(strings.Trim(path.Clean(p), "/"), "/") {
+	parts := strings.Split(strings.Trim(path.Clean(p), "/"), "/")
+	for i, part := range parts {
 		if part == "" {
 			continue
 		}
 		next := path.Join(cur, part)
 		nfd, err := openInRoot(root, next, unix.O_PATH|unix.O_DIRECTORY)
 		if err == unix.ENOENT {
-			if err = unix.Mkdirat(fd, part, 0o755); err == nil || err == unix.EEXIST {
+			err = unix.Mkdirat(fd, part, 0o755)
+			if err == unix.EEXIST {
+				if target, lerr := readlinkat(fd, part); lerr == nil {
+					unix.Close(fd)
+					if !path.IsAbs(target) {
+						target = path.Join(cur, target)
+					}
+					rest := append([]string{target}, parts[i+1:]...)
+					return mkdirAllInRootDepth(root, path.Join(rest...), depth+1)
+				}
+			}
+			if err == nil || err == unix.EEXIST {
 				nfd, err = openInRoot(root, next, unix.O_PATH|unix.O_DIRECTORY)
 			}
 		}
@@ -273,6 +300,15 @@ func mkdirAllInRoot(root int, p string) (int, error) {
 		fd, cur = nfd, next
 	}
 	return fd, nil
+}
+
+func readlinkat(dir int, name string) (string, error) {
+	buf := make([]byte, unix.PathMax)
+	n, err := unix.Readlinkat(dir, name, buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
 }
 
 // ensureTarget returns a handle to the mount destination p, creating it (a

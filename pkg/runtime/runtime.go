@@ -191,7 +191,7 @@ func (c *Container) Start(ctx context.Context) error {
 		return fmt.Errorf("start container %s: status is %s: %w", c.ID, st, ErrWrongState)
 	}
 	fifo := filepath.Join(c.rt.dir(c.ID), execFifo)
-	if err := c.openExecFifo(ctx, fifo); err != nil {
+	if err := c.releaseInit(fifo); err != nil {
 		return fmt.Errorf("start container %s: %w", c.ID, err)
 	}
 	_ = os.Remove(fifo)
@@ -207,33 +207,22 @@ func (c *Container) Start(ctx context.Context) error {
 	return nil
 }
 
-// openExecFifo opens the fifo for reading and consumes init's byte. The open
-// does not block (O_NONBLOCK), so a dead init is noticed instead of hanging.
-func (c *Container) openExecFifo(ctx context.Context, fifo string) error {
-	fd, err := unix.Open(fifo, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+// releaseInit writes init's go-ahead into the exec fifo. Init holds the
+// fifo open for reading (O_RDWR), so a non-blocking open for writing fails
+// with ENXIO when init is gone, instead of hanging.
+func (c *Container) releaseInit(fifo string) error {
+	fd, err := unix.Open(fifo, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err == unix.ENXIO {
+		return errors.New("container init is not running")
+	}
 	if err != nil {
 		return fmt.Errorf("open exec fifo: %w", err)
 	}
 	defer unix.Close(fd)
-	buf := make([]byte, 1)
-	for {
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(fds, 20)
-		if err != nil && err != unix.EINTR {
-			return fmt.Errorf("poll exec fifo: %w", err)
-		}
-		if n > 0 && fds[0].Revents&unix.POLLIN != 0 {
-			if _, err := unix.Read(fd, buf); err == nil {
-				return nil
-			}
-		}
-		if !c.rec.running() {
-			return errors.New("container init exited before start")
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
+	if _, err := unix.Write(fd, []byte{0}); err != nil {
+		return fmt.Errorf("write exec fifo: %w", err)
 	}
+	return nil
 }
 
 // Kill sends sig to the container's process.

@@ -27,7 +27,7 @@ import (
 //	             <------------------ ready | error
 //	  write state.json, return "created"
 //	                          ...
-//	Start: open <state>/exec.fifo for reading ---->  open(exec.fifo, O_WRONLY) returns
+//	Start: write a byte into <state>/exec.fifo --->  read(exec.fifo) returns
 //	                                                no_new_privs, groups/gid/uid,
 //	                                                capabilities, seccomp, execve
 //	             <---------- error | EOF (execve closed the socket)
@@ -57,8 +57,8 @@ type initConfig struct {
 
 // Fds inherited by init, in this order after stdio.
 const (
-	initSyncFd     = 3 // socketpair end
-	initStateDirFd = 4 // O_PATH of the state dir, holding exec.fifo
+	initSyncFd = 3 // socketpair end
+	initFifoFd = 4 // <state>/exec.fifo, opened O_RDWR by the parent
 )
 
 func writeMsg(f *os.File, m syncMsg, fds ...int) error {
