@@ -71,28 +71,25 @@ func New(p string, res *specs.LinuxResources) (Manager, error) {
 		res = &specs.LinuxResources{}
 	}
 	res = withDefaultDevices(res)
-	create := newV1
 	if HostMode() == cg.Unified {
-		create = newV2
+		return newV2(p, res)
 	}
-	// A concurrent Delete may remove the shared parent between its creation
-	// and our group's (see removeParent): try again.
-	var m Manager
-	var err error
-	for range 3 {
-		if m, err = create(p, res); err == nil || !errors.Is(err, os.ErrNotExist) {
-			break
-		}
-	}
-	return m, err
+	return newV1(p, res)
 }
 
-// removeParent removes the parent group (e.g. /berth) in dir once it is
-// empty, so that no trace is left once the last container is gone. It fails
-// harmlessly while other groups remain.
-func removeParent(dirs ...string) {
-	for _, d := range dirs {
-		_ = os.Remove(filepath.Dir(d))
+// RemoveParents removes the empty group p (e.g. /berth) from every
+// hierarchy. Callers use it once no container can be created under p any
+// more: removing a parent while another group is being created under it
+// would race with that creation.
+func RemoveParents(p string) {
+	p = path.Join("/", p)
+	if HostMode() == cg.Unified {
+		_ = os.Remove(filepath.Join(Root, p))
+		return
+	}
+	subs, _ := v1Hierarchy()
+	for _, s := range subs {
+		_ = os.Remove(filepath.Join(Root, string(s.Name()), p))
 	}
 }
 
@@ -113,7 +110,8 @@ func Load(p string) (Manager, error) {
 	return &v1{path: p, c: c}, nil
 }
 
-// defaultDevices are the nodes every container gets, as runc allows them.
+// defaultDevices are the nodes every container gets, after a deny-all: a
+// device is reachable only when a rule grants it, as with runc and Docker.
 var defaultDevices = []specs.LinuxDeviceCgroup{
 	devRule("c", 1, 3), devRule("c", 1, 5), devRule("c", 1, 7), // null zero full
 	devRule("c", 1, 8), devRule("c", 1, 9), // random urandom
@@ -129,11 +127,12 @@ func devRule(typ string, major, minor int64) specs.LinuxDeviceCgroup {
 	return r
 }
 
-// withDefaultDevices appends the default device allow rules after the spec's
-// own rules, so a spec that denies everything still gets /dev/null and ptys.
+// withDefaultDevices puts a deny-all before the spec's rules and the default
+// allow rules after them, so every container gets /dev/null and ptys.
 func withDefaultDevices(res *specs.LinuxResources) *specs.LinuxResources {
 	out := *res
-	out.Devices = append(append([]specs.LinuxDeviceCgroup{}, res.Devices...), defaultDevices...)
+	denyAll := specs.LinuxDeviceCgroup{Allow: false, Access: "rwm"}
+	out.Devices = append(append([]specs.LinuxDeviceCgroup{denyAll}, res.Devices...), defaultDevices...)
 	return &out
 }
 
@@ -214,12 +213,6 @@ func (m *v1) Delete() error {
 	if err := m.c.Delete(); err != nil {
 		return fmt.Errorf("delete cgroup %s: %w", m.path, err)
 	}
-	if path.Dir(m.path) != "/" {
-		subs, _ := v1Hierarchy()
-		for _, s := range subs {
-			removeParent(filepath.Join(Root, string(s.Name()), m.path))
-		}
-	}
 	return nil
 }
 
@@ -277,9 +270,6 @@ func (m *v2) Kill() error { return m.m.Kill() }
 func (m *v2) Delete() error {
 	if err := m.m.Delete(); err != nil {
 		return fmt.Errorf("delete cgroup %s: %w", m.path, err)
-	}
-	if path.Dir(m.path) != "/" {
-		removeParent(filepath.Join(Root, m.path))
 	}
 	return nil
 }

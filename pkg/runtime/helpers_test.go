@@ -14,6 +14,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berth-containers/berth/internal/testutil"
+	"github.com/berth-containers/berth/pkg/cgroups"
 	"github.com/berth-containers/berth/pkg/runtime"
 )
 
@@ -21,7 +22,9 @@ func TestMain(m *testing.M) {
 	if runtime.IsInit() {
 		runtime.Init()
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	cgroups.RemoveParents(cgroupParent())
+	os.Exit(code)
 }
 
 // fixture is a runtime root plus a bundle with a busybox+probe rootfs.
@@ -55,8 +58,7 @@ func newFixture(t *testing.T, args ...string) *fixture {
 	return f
 }
 
-// cgroupParent groups this test binary's containers; the runtime removes it
-// when its last group goes.
+// cgroupParent groups this test binary's containers; TestMain removes it.
 func cgroupParent() string { return fmt.Sprintf("/berth-test-%d", os.Getpid()) }
 
 // create writes the spec and creates the container, deleting it at cleanup.
@@ -110,4 +112,9 @@ func (f *fixture) runOK(t *testing.T) string {
 		t.Fatalf("exit code %d, output:\n%s", code, out)
 	}
 	return strings.TrimSpace(out)
+}
+
+func writeSpec(t *testing.T, bundle string, s *specs.Spec) {
+	t.Helper()
+	testutil.WriteSpec(t, bundle, s)
 }

@@ -213,7 +213,7 @@ func TestSeccompFromSpec(t *testing.T) {
 	f.spec.Linux.Seccomp = &specs.LinuxSeccomp{
 		DefaultAction: specs.ActAllow,
 		Architectures: []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32},
-		Syscalls: []specs.LinuxSyscall{{Names: []string{"mkdir", "mkdirat"}, Action: specs.ActErrno, ErrnoRet: &eacces}},
+		Syscalls:      []specs.LinuxSyscall{{Names: []string{"mkdir", "mkdirat"}, Action: specs.ActErrno, ErrnoRet: &eacces}},
 	}
 	got := f.runOK(t)
 	if !strings.Contains(got, "Permission denied") || !strings.HasSuffix(got, "ENOSYS") && !strings.HasSuffix(got, "EINVAL") {

@@ -49,8 +49,8 @@ type syncMsg struct {
 
 // initConfig is everything init needs; it is built by the parent.
 type initConfig struct {
-	ID     string      `json:"id"`
-	Spec   *specs.Spec `json:"spec"`
+	ID         string      `json:"id"`
+	Spec       *specs.Spec `json:"spec"`
 	Rootfs     string      `json:"rootfs"`
 	CgroupPath string      `json:"cgroupPath"`
 }
