@@ -58,7 +58,7 @@ func ValidatePath(p string) error {
 	}
 	for _, part := range strings.Split(p, "/") {
 		if part == ".." {
-			return fmt.Errorf("cgroupsPath %q: must not contain ..", p)
+			return fmt.Errorf("cgroupsPath %q: must not contain \"..\"", p)
 		}
 	}
 	return nil

@@ -122,7 +122,7 @@ func TestBadInput(t *testing.T) {
 		}, want: `destination "tmp/x" is not an absolute path`},
 		{name: "escaping mount destination", mutate: func(f *fixture) {
 			f.spec.Mounts = append(f.spec.Mounts, specs.Mount{Destination: "/tmp/../../etc", Type: "tmpfs", Source: "tmpfs"})
-		}, want: "contains .."},
+		}, want: `contains ".."`},
 		{name: "missing binary", mutate: func(f *fixture) { f.spec.Process.Args = []string{"/nope"} }, want: `exec "/nope": no such file or directory`},
 		{name: "binary not in PATH", mutate: func(f *fixture) { f.spec.Process.Args = []string{"nope"} }, want: "executable file not found in $PATH"},
 		{name: "unknown filesystem", mutate: func(f *fixture) {

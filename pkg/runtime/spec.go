@@ -132,7 +132,7 @@ func validateDestination(dst string) error {
 	}
 	for _, part := range strings.Split(dst, "/") {
 		if part == ".." {
-			return fmt.Errorf("destination %q contains ..", dst)
+			return fmt.Errorf("destination %q contains \"..\"", dst)
 		}
 	}
 	return nil

@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -117,24 +116,6 @@ func parseRights(oob []byte) ([]int, error) {
 		fds = append(fds, r...)
 	}
 	return fds, nil
-}
-
-// expectMsg reads the next message and turns an init error into a Go error.
-func expectMsg(f *os.File, want string) (syncMsg, []int, error) {
-	m, fds, err := readMsg(f)
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return m, nil, errors.New("container init exited before reporting " + want)
-		}
-		return m, nil, err
-	}
-	if m.Type == msgError {
-		return m, fds, errors.New(m.Error)
-	}
-	if m.Type != want {
-		return m, fds, fmt.Errorf("sync: got %q, want %q", m.Type, want)
-	}
-	return m, fds, nil
 }
 
 func socketPair() (parent, child *os.File, err error) {

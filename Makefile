@@ -1,0 +1,40 @@
+# berth: `make help` lists the targets.
+export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/berth-containers/berth/internal/version.Version=$(VERSION)
+STATICCHECK_VERSION := v0.8.2
+BIN := $(CURDIR)/.cache/bin
+
+.PHONY: help build test unit lint bench demo prereqs clean
+
+help: ## show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+prereqs: ## install missing Debian packages (idempotent)
+	@scripts/install-prereqs.sh
+
+build: ## build bin/berthd and bin/berth
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/berthd ./cmd/daemon
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/berth ./cmd/client
+
+test: prereqs build ## run every test, unit and integration (as root)
+	$(GO) test -count=1 -timeout 20m ./...
+
+unit: ## run the tests that need no root
+	$(GO) test -count=1 -run 'Validate|Parse|Default' ./...
+
+lint: ## gofmt, go vet and staticcheck
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	@test -x $(BIN)/staticcheck || GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(BIN)/staticcheck ./...
+
+bench: build ## benchmarks against crun and runc (needs root; installs the peers)
+	bench/runtime.sh
+
+demo: prereqs build ## run a container from a busybox bundle and show its output
+	scripts/demo.sh
+
+clean: ## remove build outputs
+	rm -rf bin .cache
