@@ -31,9 +31,9 @@ func capsFromNames(names []string) ([]capability.Cap, error) {
 
 // finalize runs after Start released init: it gives the process its
 // identity and privileges, in the order the kernel allows.
-func finalize(spec *specs.Spec) error {
+func finalize(spec *specs.Spec, seccompProg []byte) error {
 	p := spec.Process
-	sc := spec.Linux.Seccomp
+	sc := seccompProg
 	if p.NoNewPrivileges {
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 			return stage("set no_new_privs", err)
@@ -43,7 +43,7 @@ func finalize(spec *specs.Spec) error {
 	// while init still has it. With it, load it last, so the filter sees
 	// as few of init's own syscalls as possible.
 	if sc != nil && !p.NoNewPrivileges {
-		if err := stage("load seccomp filter", loadSeccomp(sc)); err != nil {
+		if err := stage("load seccomp filter", loadSeccompProgram(sc)); err != nil {
 			return err
 		}
 	}
@@ -59,7 +59,7 @@ func finalize(spec *specs.Spec) error {
 	}
 	unix.Umask(umask)
 	if sc != nil && p.NoNewPrivileges {
-		return stage("load seccomp filter", loadSeccomp(sc))
+		return stage("load seccomp filter", loadSeccompProgram(sc))
 	}
 	return nil
 }
@@ -125,9 +125,16 @@ func fillCaps(c capability.Capabilities, caps *specs.LinuxCapabilities) error {
 			return err
 		}
 		for _, cp := range list {
-			if cp <= last { // newer than this kernel: nothing to grant
-				c.Set(s.which, cp)
+			if cp > last { // newer than this kernel: nothing to grant
+				continue
 			}
+			// The kernel raises an ambient capability only when it is both
+			// permitted and inheritable; like runc, skip the others rather
+			// than fail (specs from `crun spec` list ambient caps alone).
+			if s.which == capability.AMBIENT && !(c.Get(capability.PERMITTED, cp) && c.Get(capability.INHERITABLE, cp)) {
+				continue
+			}
+			c.Set(s.which, cp)
 		}
 	}
 	return nil

@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"sync"
 
@@ -29,6 +28,26 @@ func sealedExe() (string, error) {
 	return "/proc/self/fd/" + itoa(int(sealed.f.Fd())), nil
 }
 
+// copyAll copies with sendfile(2): the kernel moves the page-cache pages
+// into the memfd without a trip through user space.
+func copyAll(dst, src *os.File) error {
+	fi, err := src.Stat()
+	if err != nil {
+		return err
+	}
+	for left := fi.Size(); left > 0; {
+		n, err := unix.Sendfile(int(dst.Fd()), int(src.Fd()), nil, int(left))
+		if err != nil {
+			return fmt.Errorf("copy binary: %w", err)
+		}
+		if n == 0 {
+			break
+		}
+		left -= int64(n)
+	}
+	return nil
+}
+
 func sealSelf() (*os.File, error) {
 	src, err := os.Open("/proc/self/exe")
 	if err != nil {
@@ -43,7 +62,7 @@ func sealSelf() (*os.File, error) {
 		return nil, fmt.Errorf("memfd_create: %w", err)
 	}
 	f := os.NewFile(uintptr(fd), "berthd-sealed")
-	if _, err := io.Copy(f, src); err != nil {
+	if err := copyAll(f, src); err != nil {
 		f.Close()
 		return nil, err
 	}

@@ -89,7 +89,7 @@ func runInit(sock *os.File) error {
 	if err := waitForStart(); err != nil {
 		return err
 	}
-	if err := finalize(spec); err != nil {
+	if err := finalize(spec, cfg.Seccomp); err != nil {
 		return err
 	}
 	// Nothing of the host may pass execve() (CVE-2024-21626): mark every

@@ -106,7 +106,13 @@ func (c *Container) abort() {
 
 // startInit starts the init process, places it in its cgroup, sends it its
 // config and waits until it reports ready.
-func (c *Container) startInit(ctx context.Context, spec *specs.Spec, o *createOptions) error {
+func (c *Container) startInit(ctx context.Context, spec *specs.Spec, o *createOptions) (err error) {
+	var prog []byte
+	if spec.Linux.Seccomp != nil {
+		if prog, err = c.rt.seccompProgram(spec.Linux.Seccomp); err != nil {
+			return err
+		}
+	}
 	cg, err := cgroups.New(c.rec.CgroupPath, spec.Linux.Resources)
 	if err != nil {
 		return err
@@ -136,7 +142,7 @@ func (c *Container) startInit(ctx context.Context, spec *specs.Spec, o *createOp
 	if err = setOOMScoreAdj(c.rec.Pid, spec.Process.OOMScoreAdj); err != nil {
 		return err
 	}
-	cfg := &initConfig{ID: c.ID, Spec: spec, Rootfs: c.rec.Rootfs, CgroupPath: c.rec.CgroupPath}
+	cfg := &initConfig{ID: c.ID, Spec: spec, Rootfs: c.rec.Rootfs, CgroupPath: c.rec.CgroupPath, Seccomp: prog}
 	if err = writeMsg(parent, syncMsg{Type: msgConfig, Config: cfg}); err != nil {
 		return fmt.Errorf("send config to init: %w", err)
 	}

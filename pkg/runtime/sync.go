@@ -52,6 +52,7 @@ type initConfig struct {
 	Spec       *specs.Spec `json:"spec"`
 	Rootfs     string      `json:"rootfs"`
 	CgroupPath string      `json:"cgroupPath"`
+	Seccomp    []byte      `json:"seccomp,omitempty"` // compiled BPF (see seccompProgram)
 }
 
 // Fds inherited by init, in this order after stdio.
