@@ -39,6 +39,6 @@ unshare --mount --propagation private -- "$work/masked.sh" \
 	-n "crun run" "crun --root $work/state/crun run --bundle $b bench" \
 	-n "runc run" "runc --root $work/state/runc run --bundle $b bench" \
 	-n "unshare pid,mnt,uts,ipc,net + chroot (floor)" "unshare --fork --pid --mount --uts --ipc --net chroot $b/rootfs /bin/true"
-rmdir /sys/fs/cgroup/*/bench 2>/dev/null || true
+rmdir /sys/fs/cgroup/*/berth/bench /sys/fs/cgroup/*/berth /sys/fs/cgroup/*/bench 2>/dev/null || true
 echo "results: $OUT/runtime.md"
 cat "$OUT/runtime.md"
