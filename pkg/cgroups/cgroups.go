@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	cg "github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
@@ -209,11 +211,39 @@ func (m *v1) OOMKilled() bool { return m.oomKills() > 0 }
 
 func (m *v1) Kill() error { return killProcs(filepath.Join(Root, "pids", m.path, "cgroup.procs")) }
 
+// Delete removes the group from every hierarchy with rmdir, which the
+// kernel refuses while a process is inside. containerd's Delete walks and
+// reads every hierarchy first and sleeps 10 ms on a busy group; a container
+// that has just been reaped leaves its groups at once.
 func (m *v1) Delete() error {
-	if err := m.c.Delete(); err != nil {
+	dirs, err := filepath.Glob(filepath.Join(Root, "*", m.path))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, d := range dirs {
+		errs = append(errs, rmdirRetry(d))
+	}
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("delete cgroup %s: %w", m.path, err)
 	}
 	return nil
+}
+
+// rmdirRetry removes an empty cgroup, retrying briefly while the kernel
+// still counts an exiting task in it (EBUSY).
+func rmdirRetry(dir string) error {
+	var err error
+	for i := 0; i < 200; i++ {
+		if err = os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if !errors.Is(err, syscall.EBUSY) {
+			return err
+		}
+		time.Sleep(500 * time.Microsecond)
+	}
+	return err
 }
 
 type v2 struct {

@@ -3,24 +3,27 @@ package runtime
 import (
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/moby/sys/capability"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
-var capByName = func() map[string]capability.Cap {
+// capByName is built on first use: package init time is paid by every
+// berthd start, the container init re-exec included.
+var capByName = sync.OnceValue(func() map[string]capability.Cap {
 	m := map[string]capability.Cap{}
 	for _, c := range capability.ListKnown() {
 		m["CAP_"+strings.ToUpper(c.String())] = c
 	}
 	return m
-}()
+})
 
 func capsFromNames(names []string) ([]capability.Cap, error) {
 	out := make([]capability.Cap, 0, len(names))
 	for _, n := range names {
-		c, ok := capByName[strings.ToUpper(n)]
+		c, ok := capByName()[strings.ToUpper(n)]
 		if !ok {
 			return nil, fmt.Errorf("capability %q: unknown", n)
 		}

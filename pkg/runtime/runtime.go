@@ -284,8 +284,7 @@ func (c *Container) destroy() error {
 	c.closeSync()
 	var errs []error
 	if cg, err := cgroups.Load(c.rec.CgroupPath); err == nil {
-		// Processes of a killed container may take a moment to leave the group.
-		errs = append(errs, retry(50, 2*time.Millisecond, cg.Delete))
+		errs = append(errs, cg.Delete())
 	}
 	errs = append(errs, os.RemoveAll(c.rt.dir(c.ID)))
 	return errors.Join(errs...)
@@ -298,17 +297,6 @@ func (c *Container) closeSync() {
 		c.syncSock.Close()
 		c.syncSock = nil
 	}
-}
-
-func retry(n int, pause time.Duration, fn func() error) error {
-	var err error
-	for i := 0; i < n; i++ {
-		if err = fn(); err == nil {
-			return nil
-		}
-		time.Sleep(pause)
-	}
-	return err
 }
 
 // exitCode maps a wait status to a shell-style exit code.

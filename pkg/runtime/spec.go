@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -17,14 +16,27 @@ import (
 // ErrInvalidSpec marks a bundle or config.json the runtime refuses.
 var ErrInvalidSpec = errors.New("invalid spec")
 
-var validID = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
-
 // ValidateID checks a container ID: it names a directory, so no slashes or dots only.
 func ValidateID(id string) error {
-	if !validID.MatchString(id) {
+	if !validID(id) {
 		return fmt.Errorf("container id %q: want 1-128 of [a-zA-Z0-9_.-], not starting with . or -: %w", id, ErrInvalidSpec)
 	}
 	return nil
+}
+
+// validID matches ^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$ (no regexp: it would
+// be compiled at every berthd start, the container init included).
+func validID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for i, r := range id {
+		alnum := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
+		if !alnum && (i == 0 || r != '_' && r != '.' && r != '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // LoadSpec reads and validates bundle/config.json.
