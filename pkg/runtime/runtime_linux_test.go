@@ -320,3 +320,24 @@ func TestSymlinkMountEscape(t *testing.T) {
 		t.Errorf("mount point not made inside the rootfs: %v", err)
 	}
 }
+
+// TestBindMounts: a host directory bound read-only (rbind, nosuid, nodev)
+// is readable and not writable, and no_new_privs reaches the process.
+func TestBindMounts(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "sh", "-c", "cat /data/hello; /probe write /data/x; /probe write /rw/x; /probe status NoNewPrivs")
+	ro, rw := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(ro, "hello"), []byte("hi\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.spec.Process.NoNewPrivileges = true
+	f.spec.Mounts = append(f.spec.Mounts,
+		specs.Mount{Destination: "/data", Type: "bind", Source: ro, Options: []string{"rbind", "ro", "nosuid", "nodev", "rprivate"}},
+		specs.Mount{Destination: "/rw", Type: "bind", Source: rw, Options: []string{"bind"}})
+	if got := f.runOK(t); got != "hi\nEROFS\nok\n1" {
+		t.Errorf("got %q, want the read-only bind readable, not writable; the rw one writable; no_new_privs 1", got)
+	}
+	if _, err := os.Stat(filepath.Join(rw, "x")); err != nil {
+		t.Errorf("write through the rw bind did not reach the host dir: %v", err)
+	}
+}
