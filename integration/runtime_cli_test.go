@@ -7,10 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,35 +18,6 @@ import (
 	"github.com/berth-containers/berth/internal/testutil"
 	berthruntime "github.com/berth-containers/berth/pkg/runtime"
 )
-
-var berthdBin struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// berthd builds cmd/daemon once per test binary.
-func berthd(t *testing.T) string {
-	t.Helper()
-	berthdBin.once.Do(func() {
-		dir, err := os.MkdirTemp("", "berth-integration-")
-		if err != nil {
-			berthdBin.err = err
-			return
-		}
-		berthdBin.path = filepath.Join(dir, "berthd")
-		_, self, _, _ := runtime.Caller(0)
-		cmd := exec.Command("go", "build", "-o", berthdBin.path, "./cmd/daemon")
-		cmd.Dir = filepath.Dir(filepath.Dir(self))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			berthdBin.err = errors.New(string(out))
-		}
-	})
-	if berthdBin.err != nil {
-		t.Fatal(berthdBin.err)
-	}
-	return berthdBin.path
-}
 
 type cliFixture struct {
 	bin, root, bundle, id string
@@ -64,7 +33,7 @@ func newCLIFixture(t *testing.T, args ...string) *cliFixture {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	f := &cliFixture{bin: berthd(t), root: filepath.Join(dir, "state"), bundle: filepath.Join(dir, "bundle")}
+	f := &cliFixture{bin: testutil.Build(t, "./cmd/daemon", false), root: filepath.Join(dir, "state"), bundle: filepath.Join(dir, "bundle")}
 	testutil.Rootfs(t, filepath.Join(f.bundle, "rootfs"))
 	var err error
 	if f.spec, err = berthruntime.DefaultSpec("rootfs", args...); err != nil {

@@ -2,7 +2,6 @@ package testutil
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,35 +44,55 @@ const BusyboxPath = "/bin/busybox"
 
 var busyboxApplets = []string{"sh", "true", "false", "cat", "echo", "ls", "id", "hostname", "sleep", "ps", "mount", "touch", "mkdir", "env"}
 
-var probe struct {
-	once sync.Once
-	path string
-	err  error
+var builds struct {
+	sync.Mutex
+	paths map[string]string
 }
 
-// Probe builds the static probe binary once per test binary and returns its path.
-func Probe(t testing.TB) string {
+// Build builds the package at pkg (a path from the module root, such as
+// ./cmd/daemon) once per test binary and returns the binary's path. cgo is
+// off when static is set.
+func Build(t testing.TB, pkg string, static bool) string {
 	t.Helper()
-	probe.once.Do(func() {
-		dir, err := os.MkdirTemp("", "berth-probe-")
-		if err != nil {
-			probe.err = err
-			return
-		}
-		probe.path = filepath.Join(dir, "probe")
-		_, self, _, _ := runtime.Caller(0)
-		cmd := exec.Command("go", "build", "-o", probe.path, "./probe")
-		cmd.Dir = filepath.Dir(self)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			probe.err = fmt.Errorf("build probe: %v: %s", err, out)
-		}
-	})
-	if probe.err != nil {
-		t.Fatal(probe.err)
+	builds.Lock()
+	defer builds.Unlock()
+	if p, ok := builds.paths[pkg]; ok {
+		return p
 	}
-	return probe.path
+	dir, err := os.MkdirTemp("", "berth-build-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, filepath.Base(pkg))
+	_, self, _, _ := runtime.Caller(0)
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = filepath.Join(filepath.Dir(self), "..", "..")
+	cmd.Env = os.Environ()
+	if static {
+		cmd.Env = append(cmd.Env, "CGO_ENABLED=0")
+	}
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v: %s", pkg, err, b)
+	}
+	if builds.paths == nil {
+		builds.paths = map[string]string{}
+	}
+	builds.paths[pkg] = out
+	return out
 }
+
+// RemoveBuilds deletes the binaries Build made; TestMain calls it last.
+func RemoveBuilds() {
+	builds.Lock()
+	defer builds.Unlock()
+	for _, p := range builds.paths {
+		os.RemoveAll(filepath.Dir(p))
+	}
+	builds.paths = nil
+}
+
+// Probe returns the static probe binary (internal/testutil/probe).
+func Probe(t testing.TB) string { return Build(t, "./internal/testutil/probe", true) }
 
 // Rootfs makes a busybox root filesystem with the probe at /probe in dir.
 func Rootfs(t testing.TB, dir string) {

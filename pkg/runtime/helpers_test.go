@@ -24,6 +24,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	cgroups.RemoveParents(cgroupParent())
+	testutil.RemoveBuilds()
 	os.Exit(code)
 }
 
