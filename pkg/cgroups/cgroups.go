@@ -211,12 +211,20 @@ func (m *v1) OOMKilled() bool { return m.oomKills() > 0 }
 
 func (m *v1) Kill() error { return killProcs(filepath.Join(Root, "pids", m.path, "cgroup.procs")) }
 
-// Delete removes the group from every hierarchy with rmdir, which the
-// kernel refuses while a process is inside. containerd's Delete walks and
-// reads every hierarchy first and sleeps 10 ms on a busy group; a container
-// that has just been reaped leaves its groups at once.
-func (m *v1) Delete() error {
-	dirs, err := filepath.Glob(filepath.Join(Root, "*", m.path))
+func (m *v1) Delete() error { return Delete(m.path) }
+
+// Delete removes the group p from every hierarchy with rmdir, which the
+// kernel refuses while a process is inside; a missing group is no error.
+// It needs no Load: containerd's Delete walks and reads every hierarchy
+// first and sleeps 10 ms on a busy group, while a container that has just
+// been reaped leaves its groups at once.
+func Delete(p string) error {
+	p = path.Join("/", p)
+	pattern := filepath.Join(Root, "*", p)
+	if HostMode() == cg.Unified {
+		pattern = filepath.Join(Root, p)
+	}
+	dirs, err := filepath.Glob(pattern)
 	if err != nil {
 		return err
 	}
@@ -225,7 +233,7 @@ func (m *v1) Delete() error {
 		errs = append(errs, rmdirRetry(d))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("delete cgroup %s: %w", m.path, err)
+		return fmt.Errorf("delete cgroup %s: %w", p, err)
 	}
 	return nil
 }
@@ -297,12 +305,7 @@ func (m *v2) OOMKilled() bool { return m.oomKills() > 0 }
 
 func (m *v2) Kill() error { return m.m.Kill() }
 
-func (m *v2) Delete() error {
-	if err := m.m.Delete(); err != nil {
-		return fmt.Errorf("delete cgroup %s: %w", m.path, err)
-	}
-	return nil
-}
+func (m *v2) Delete() error { return Delete(m.path) }
 
 // readKey returns the value of "key N" in a flat keyed cgroup file, 0 if absent.
 func readKey(file, key string) uint64 {

@@ -106,8 +106,9 @@ func (c *Container) abort() {
 
 // startInit starts the init process, places it in its cgroup, sends it its
 // config and waits until it reports ready.
-func (c *Container) startInit(ctx context.Context, spec *specs.Spec, o *createOptions) (err error) {
+func (c *Container) startInit(ctx context.Context, spec *specs.Spec, o *createOptions) error {
 	var prog []byte
+	var err error
 	if spec.Linux.Seccomp != nil {
 		if prog, err = c.rt.seccompProgram(spec.Linux.Seccomp); err != nil {
 			return err
@@ -117,21 +118,17 @@ func (c *Container) startInit(ctx context.Context, spec *specs.Spec, o *createOp
 	if err != nil {
 		return err
 	}
-	_ = cg // deleted by destroy, through its path
 	cmd, parent, err := c.initCommand(spec, o)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err != nil {
-			parent.Close()
-		}
-	}()
-	if err = cmd.Start(); err != nil {
-		closeChildFiles(cmd)
+	err = cmd.Start()
+	closeChildFiles(cmd)
+	if err != nil {
+		parent.Close()
 		return fmt.Errorf("start container init: %w", err)
 	}
-	closeChildFiles(cmd)
+	// From here on, abort (destroy) closes the socket and reaps init.
 	c.cmd, c.syncSock, c.done = cmd, parent, make(chan struct{})
 	go c.reap()
 	c.rec.Pid = cmd.Process.Pid
@@ -150,12 +147,10 @@ func (c *Container) startInit(ctx context.Context, spec *specs.Spec, o *createOp
 }
 
 func (c *Container) reap() {
-	err := c.cmd.Wait()
-	c.exitCode = -1
+	c.exitCode = 255 // Wait failed before the process could be waited for
+	_ = c.cmd.Wait()
 	if c.cmd.ProcessState != nil {
 		c.exitCode = exitCode(c.cmd.ProcessState)
-	} else if err != nil {
-		c.exitCode = 255
 	}
 	close(c.done)
 }

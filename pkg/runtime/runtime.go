@@ -283,9 +283,7 @@ func (c *Container) killAndReap(ctx context.Context) error {
 func (c *Container) destroy() error {
 	c.closeSync()
 	var errs []error
-	if cg, err := cgroups.Load(c.rec.CgroupPath); err == nil {
-		errs = append(errs, cg.Delete())
-	}
+	errs = append(errs, cgroups.Delete(c.rec.CgroupPath))
 	errs = append(errs, os.RemoveAll(c.rt.dir(c.ID)))
 	return errors.Join(errs...)
 }
