@@ -104,8 +104,8 @@ func (c *Container) abort() {
 	_ = c.destroy()
 }
 
-// startInit starts the init process, places it in its cgroup, sends it its
-// config and waits until it reports ready.
+// startInit starts the init process, makes its cgroup and places it there,
+// sends it its config and waits until it reports ready.
 func (c *Container) startInit(ctx context.Context, spec *specs.Spec, o *createOptions) error {
 	var prog []byte
 	var err error
@@ -113,10 +113,6 @@ func (c *Container) startInit(ctx context.Context, spec *specs.Spec, o *createOp
 		if prog, err = c.rt.seccompProgram(spec.Linux.Seccomp); err != nil {
 			return err
 		}
-	}
-	cg, err := cgroups.New(c.rec.CgroupPath, spec.Linux.Resources)
-	if err != nil {
-		return err
 	}
 	cmd, parent, err := c.initCommand(spec, o)
 	if err != nil {
@@ -133,17 +129,32 @@ func (c *Container) startInit(ctx context.Context, spec *specs.Spec, o *createOp
 	go c.reap()
 	c.rec.Pid = cmd.Process.Pid
 	c.rec.PidStart, _ = procStart(c.rec.Pid)
+	// The cgroup is made while init's Go runtime starts up, on the other
+	// core: init only waits for its config, which comes after the cgroup.
+	cg, err := cgroups.New(c.rec.CgroupPath, spec.Linux.Resources)
+	if err != nil {
+		return err
+	}
 	if err = cg.Add(c.rec.Pid); err != nil {
 		return err
 	}
 	if err = setOOMScoreAdj(c.rec.Pid, spec.Process.OOMScoreAdj); err != nil {
 		return err
 	}
-	cfg := &initConfig{ID: c.ID, Spec: spec, Rootfs: c.rec.Rootfs, CgroupPath: c.rec.CgroupPath, Seccomp: prog}
+	cfg := &initConfig{ID: c.ID, Spec: specForInit(spec), Rootfs: c.rec.Rootfs, CgroupPath: c.rec.CgroupPath, Seccomp: prog}
 	if err = writeMsg(parent, syncMsg{Type: msgConfig, Config: cfg}); err != nil {
 		return fmt.Errorf("send config to init: %w", err)
 	}
 	return c.awaitReady(ctx, o)
+}
+
+// specForInit is the spec without its seccomp section: init gets the
+// compiled program instead, and Docker's profile is most of a spec's bytes.
+func specForInit(spec *specs.Spec) *specs.Spec {
+	s, l := *spec, *spec.Linux
+	l.Seccomp = nil
+	s.Linux = &l
+	return &s
 }
 
 func (c *Container) reap() {

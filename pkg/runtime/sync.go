@@ -75,11 +75,16 @@ func writeMsg(f *os.File, m syncMsg, fds ...int) error {
 
 // readMsg reads one packet; io.EOF when the peer closed its end.
 func readMsg(f *os.File) (syncMsg, []int, error) {
-	buf := make([]byte, 1<<20)
-	oob := make([]byte, unix.CmsgSpace(4*4))
 	var m syncMsg
+	fd := int(f.Fd())
+	size, err := packetSize(fd)
+	if err != nil || size == 0 {
+		return m, nil, err
+	}
+	buf := make([]byte, size)
+	oob := make([]byte, unix.CmsgSpace(4*4))
 	for {
-		n, oobn, _, _, err := unix.Recvmsg(int(f.Fd()), buf, oob, unix.MSG_CMSG_CLOEXEC)
+		n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
 		if err == unix.EINTR {
 			continue
 		}
@@ -97,6 +102,26 @@ func readMsg(f *os.File) (syncMsg, []int, error) {
 			return m, fds, fmt.Errorf("decode sync message: %w", err)
 		}
 		return m, fds, nil
+	}
+}
+
+// packetSize peeks at the next packet's length (MSG_TRUNC reports the whole
+// length), so that reading a config costs a buffer of its size and not a
+// fixed megabyte of page faults on each side of the socket. It returns
+// io.EOF once the peer closed its end.
+func packetSize(fd int) (int, error) {
+	var one [1]byte
+	for {
+		n, _, _, _, err := unix.Recvmsg(fd, one[:], nil, unix.MSG_PEEK|unix.MSG_TRUNC)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return 0, fmt.Errorf("read sync socket: %w", err)
+		case n == 0:
+			return 0, io.EOF
+		}
+		return n, nil
 	}
 }
 
