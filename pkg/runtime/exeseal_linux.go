@@ -41,30 +41,22 @@ func sealedExe() (string, error) {
 }
 
 // overlaySelf opens our binary through a read-only overlayfs of its
-// directory. Overlayfs wants two lower layers when there is no upper one:
-// the directory is stacked on an empty directory of its own making.
+// directory. Overlayfs wants two lower layers when there is no upper one;
+// the second is an empty tmpfs that is mounted nowhere (a directory of our
+// own on disk could lie inside the binary's directory, /tmp say, and
+// overlayfs refuses overlapping layers).
 func overlaySelf() (*os.File, error) {
 	exe, err := os.Readlink("/proc/self/exe")
 	if err != nil {
 		return nil, err
 	}
-	empty, err := os.MkdirTemp("", "berth-exeseal-")
+	empty, err := detachedMount("tmpfs", "mode=0555", "size=0")
 	if err != nil {
 		return nil, err
 	}
-	defer os.Remove(empty)
-	fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(fsfd)
-	if err := unix.FsconfigSetString(fsfd, "lowerdir", filepath.Dir(exe)+":"+empty); err != nil {
-		return nil, err
-	}
-	if err := unix.FsconfigCreate(fsfd); err != nil {
-		return nil, err
-	}
-	mnt, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOSUID)
+	defer unix.Close(empty)
+	lower := filepath.Dir(exe) + ":/proc/self/fd/" + itoa(empty)
+	mnt, err := detachedMount("overlay", "lowerdir="+lower)
 	if err != nil {
 		return nil, err
 	}
@@ -74,6 +66,24 @@ func overlaySelf() (*os.File, error) {
 		return nil, err
 	}
 	return os.NewFile(uintptr(fd), exe), nil
+}
+
+// detachedMount makes a read-only mount of a new fstype instance, attached nowhere.
+func detachedMount(fstype string, opts ...string) (int, error) {
+	fsfd, err := unix.Fsopen(fstype, unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(fsfd)
+	for _, o := range opts {
+		if err := fsconfigOption(fsfd, o); err != nil {
+			return -1, err
+		}
+	}
+	if err := unix.FsconfigCreate(fsfd); err != nil {
+		return -1, err
+	}
+	return unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOSUID)
 }
 
 // copyAll copies with sendfile(2): the kernel moves the page-cache pages
