@@ -211,3 +211,35 @@ func TestRuntimeCLIBadInput(t *testing.T) {
 		t.Errorf("kill with a bad signal: %v %q", err, out)
 	}
 }
+
+// TestRuntimeCLIRunForwardsSignals: a signal sent to `runtime run` reaches
+// the container's process, whose exit code becomes run's.
+func TestRuntimeCLIRunForwardsSignals(t *testing.T) {
+	t.Parallel()
+	f := newCLIFixture(t, "sh", "-c", `trap "exit 3" TERM; while :; do sleep 0.05; done`)
+	testutil.WriteSpec(t, f.bundle, f.spec)
+	run := exec.Command(f.bin, "runtime", "--root", f.root, "run", "--bundle", f.bundle, f.id)
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if out, _ := f.cmd("state", f.id); strings.Contains(out, `"running"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			_ = run.Process.Kill()
+			t.Fatal("container did not reach running")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // let the shell install its trap
+	if err := run.Process.Signal(unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err := run.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Errorf("run: %v, want exit code 3 from the container's trap", err)
+	}
+}
