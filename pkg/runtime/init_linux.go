@@ -9,6 +9,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-containers/berth/pkg/cgroups"
 )
 
 // InitArg is argv[1] of the container init re-exec; never a user verb.
@@ -48,12 +50,21 @@ func stage(name string, err error) error {
 }
 
 func runInit(sock *os.File) error {
-	m, _, err := readMsg(sock)
+	m, cgroupFds, err := readMsg(sock)
 	if err != nil {
 		return err
 	}
 	if m.Type != msgConfig || m.Config == nil {
 		return fmt.Errorf("sync: got %q, want config", m.Type)
+	}
+	// This thread execs the container process later, which so starts in
+	// the cgroup; the other runtime threads die at execve.
+	err = cgroups.JoinSelf(cgroupFds)
+	for _, fd := range cgroupFds {
+		unix.Close(fd)
+	}
+	if err != nil {
+		return stage("cgroup "+m.Config.CgroupPath, err)
 	}
 	cfg := m.Config
 	spec := cfg.Spec
@@ -101,7 +112,7 @@ func runInit(sock *os.File) error {
 }
 
 // joinNamespaces enters namespaces given by path and unshares the cgroup
-// namespace, now that the parent has put us in our cgroup.
+// namespace, now that init is in its cgroup.
 func joinNamespaces(spec *specs.Spec) error {
 	for _, ns := range spec.Linux.Namespaces {
 		switch {

@@ -104,8 +104,8 @@ func (c *Container) abort() {
 	_ = c.destroy()
 }
 
-// startInit starts the init process, makes its cgroup and places it there,
-// sends it its config and waits until it reports ready.
+// startInit starts the init process, makes its cgroup, sends init its config
+// (with the means to join the cgroup) and waits until it reports ready.
 func (c *Container) startInit(ctx context.Context, spec *specs.Spec, o *createOptions) error {
 	var prog []byte
 	var err error
@@ -135,14 +135,27 @@ func (c *Container) startInit(ctx context.Context, spec *specs.Spec, o *createOp
 	if err != nil {
 		return err
 	}
-	if err = cg.Add(c.rec.Pid); err != nil {
+	// Where it can (v1), init joins the cgroup itself, one thread, through
+	// files sent with its config; see cgroups.Manager.SelfJoinFiles.
+	joinFiles, err := cg.SelfJoinFiles()
+	if err != nil {
 		return err
+	}
+	defer cgroups.CloseFiles(joinFiles)
+	if joinFiles == nil {
+		if err = cg.Add(c.rec.Pid); err != nil {
+			return err
+		}
 	}
 	if err = setOOMScoreAdj(c.rec.Pid, spec.Process.OOMScoreAdj); err != nil {
 		return err
 	}
+	fds := make([]int, len(joinFiles))
+	for i, f := range joinFiles {
+		fds[i] = int(f.Fd())
+	}
 	cfg := &initConfig{ID: c.ID, Spec: specForInit(spec), Rootfs: c.rec.Rootfs, CgroupPath: c.rec.CgroupPath, Seccomp: prog}
-	if err = writeMsg(parent, syncMsg{Type: msgConfig, Config: cfg}); err != nil {
+	if err = writeMsg(parent, syncMsg{Type: msgConfig, Config: cfg}, fds...); err != nil {
 		return fmt.Errorf("send config to init: %w", err)
 	}
 	return c.awaitReady(ctx, o)
@@ -212,9 +225,12 @@ func (c *Container) initCommand(spec *specs.Spec, o *createOptions) (*exec.Cmd, 
 		return nil, nil, err
 	}
 	cmd := &exec.Cmd{
-		Path:       exe,
-		Args:       []string{"berthd", InitArg},
-		Env:        []string{},
+		Path: exe,
+		Args: []string{"berthd", InitArg},
+		// init runs on one thread and lives a few milliseconds: one P from
+		// the start and no collector (its anonymous memory stays near 1 MB)
+		// spare it runtime threads. execve replaces this environment.
+		Env:        []string{"GOMAXPROCS=1", "GOGC=off"},
 		Dir:        "/",
 		ExtraFiles: []*os.File{child, fifo},
 		SysProcAttr: &syscall.SysProcAttr{
@@ -249,8 +265,8 @@ func closeChildFiles(cmd *exec.Cmd) {
 }
 
 // cloneFlags are the namespaces created at clone time. The cgroup namespace
-// is unshared by init itself, after the parent moved it into its cgroup, so
-// that the namespace's root is the container's cgroup.
+// is unshared by init itself, once it is in its cgroup, so that the
+// namespace's root is the container's cgroup.
 func cloneFlags(spec *specs.Spec) uintptr {
 	var flags uintptr
 	for _, ns := range spec.Linux.Namespaces {

@@ -341,3 +341,59 @@ func TestBindMounts(t *testing.T) {
 		t.Errorf("write through the rw bind did not reach the host dir: %v", err)
 	}
 }
+
+// TestProcessInItsCgroup: init joins its cgroup itself (one thread, through
+// v1 tasks files the parent opened) before execve, also from inside a user
+// namespace. Seen from the host, the container's process must be in the
+// group in every hierarchy, and alone there: init's runtime threads, left
+// outside, are gone.
+func TestProcessInItsCgroup(t *testing.T) {
+	for _, userns := range []bool{false, true} {
+		t.Run("userns="+strconv.FormatBool(userns), func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, "sleep", "3600") // busybox: one thread
+			if userns {
+				for d := f.bundle; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+					if err := os.Chmod(d, 0o755); err != nil {
+						t.Fatal(err)
+					}
+				}
+				f.spec.Linux.Namespaces = append(f.spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+				f.spec.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+				f.spec.Linux.GIDMappings = f.spec.Linux.UIDMappings
+			}
+			c := f.create(t)
+			if err := c.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			st, err := c.State()
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := os.ReadFile("/proc/" + strconv.Itoa(st.Pid) + "/cgroup")
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := f.spec.Linux.CgroupsPath
+			for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+				parts := strings.SplitN(line, ":", 3)
+				if len(parts) != 3 || parts[0] == "0" {
+					continue // the v2 hierarchy of a hybrid host holds no limits
+				}
+				if parts[2] != want {
+					t.Errorf("hierarchy %s: process in %s, want %s", parts[1], parts[2], want)
+				}
+			}
+			if cgroups.HostMode() == 3 { // unified
+				return
+			}
+			tasks, err := os.ReadFile(filepath.Join(cgroups.Root, "pids", want, "tasks"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Fields(string(tasks)); len(got) != 1 || got[0] != strconv.Itoa(st.Pid) {
+				t.Errorf("tasks of %s: %q, want only %d", want, got, st.Pid)
+			}
+		})
+	}
+}

@@ -16,9 +16,11 @@ import (
 // O_CLOEXEC, so a successful execve() closes it and the parent reads EOF.
 //
 //	parent (Create)                               init (berthd __berth_init)
-//	  re-exec sealed memfd copy, new namespaces -->  lock OS thread
-//	  add pid to cgroup, write oom_score_adj
-//	  initConfig -------------------------------->  join ns paths, unshare cgroupns,
+//	  re-exec sealed berthd, new namespaces   -->  lock OS thread
+//	  make cgroup, write oom_score_adj
+//	  initConfig + cgroup tasks fds ------------->  join cgroup (this thread: "0"
+//	                                                to tasks; v2: parent adds pid),
+//	                                                join ns paths, unshare cgroupns,
 //	                                                prepare mounts, pivot_root,
 //	                                                devices, masks, hostname,
 //	                                                rlimits, look up the binary
@@ -55,6 +57,10 @@ type initConfig struct {
 	Seccomp    []byte      `json:"seccomp,omitempty"` // compiled BPF (see seccompProgram)
 }
 
+// maxMsgFds bounds the fds one sync message carries: a pty master, or one
+// cgroup tasks file per v1 hierarchy.
+const maxMsgFds = 32
+
 // Fds inherited by init, in this order after stdio.
 const (
 	initSyncFd = 3 // socketpair end
@@ -82,7 +88,7 @@ func readMsg(f *os.File) (syncMsg, []int, error) {
 		return m, nil, err
 	}
 	buf := make([]byte, size)
-	oob := make([]byte, unix.CmsgSpace(4*4))
+	oob := make([]byte, unix.CmsgSpace(4*maxMsgFds))
 	for {
 		n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
 		if err == unix.EINTR {
