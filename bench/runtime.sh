@@ -32,13 +32,30 @@ MASK
 chmod +x "$work/masked.sh"
 b=$work/bundle
 berthd=$PWD/bin/berthd
-unshare --mount --propagation private -- "$work/masked.sh" \
-	hyperfine --style basic -N --warmup "$WARMUP" --runs "$RUNS" \
-	--export-json "$OUT/runtime.json" --export-markdown "$OUT/runtime.md" \
-	-n "berthd runtime run" "$berthd runtime --root $work/state/berth run --bundle $b bench" \
-	-n "crun run" "crun --root $work/state/crun run --bundle $b bench" \
-	-n "runc run" "runc --root $work/state/runc run --bundle $b bench" \
-	-n "unshare pid,mnt,uts,ipc,net + chroot (floor)" "unshare --fork --pid --mount --uts --ipc --net chroot $b/rootfs /bin/true"
+# Two rounds. "spaced": 50 ms idle before each start, as when one person
+# starts one container; moving a process between v1 cgroups then first waits
+# for an RCU grace period (5-15 ms here) in every runtime that uses
+# cgroup.procs. "back-to-back": starts follow each other at once and the
+# kernel skips that wait.
+for round in spaced back-to-back; do
+	prepare=()
+	[ "$round" = spaced ] && prepare=(--prepare "sleep 0.05")
+	echo "== $round"
+	unshare --mount --propagation private -- "$work/masked.sh" \
+		hyperfine --style basic -N --warmup "$WARMUP" --runs "$RUNS" "${prepare[@]}" \
+		--export-json "$OUT/runtime-$round.json" --export-markdown "$OUT/runtime-$round.md" \
+		-n "berthd runtime run" "$berthd runtime --root $work/state/berth run --bundle $b bench" \
+		-n "crun run" "crun --root $work/state/crun run --bundle $b bench" \
+		-n "runc run" "runc --root $work/state/runc run --bundle $b bench" \
+		-n "unshare pid,mnt,uts,ipc,net + chroot (floor)" "unshare --fork --pid --mount --uts --ipc --net chroot $b/rootfs /bin/true"
+done
 rmdir /sys/fs/cgroup/*/berth/bench /sys/fs/cgroup/*/berth /sys/fs/cgroup/*/bench 2>/dev/null || true
-echo "results: $OUT/runtime.md"
-cat "$OUT/runtime.md"
+for round in spaced back-to-back; do
+	echo "== $round: medians"
+	python3 - "$OUT/runtime-$round.json" <<'PY'
+import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    print(f"{r['command']:48} median {r['median']*1000:6.1f} ms  min {r['min']*1000:6.1f} ms")
+PY
+done
+echo "results: $OUT"
