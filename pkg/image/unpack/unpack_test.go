@@ -1,0 +1,358 @@
+package unpack_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	digest "github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-containers/berth/internal/testutil"
+	"github.com/berth-containers/berth/pkg/image/unpack"
+)
+
+// entry is one tar member of a test layer.
+type entry struct {
+	name     string
+	typ      byte
+	body     string
+	link     string
+	mode     int64
+	uid, gid int
+	xattrs   map[string]string
+}
+
+func layer(t testing.TB, entries ...entry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	mtime := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, e := range entries {
+		h := &tar.Header{Name: e.name, Typeflag: e.typ, Linkname: e.link, Mode: e.mode, Uid: e.uid, Gid: e.gid, ModTime: mtime, Format: tar.FormatPAX}
+		if h.Typeflag == 0 {
+			h.Typeflag = tar.TypeReg
+		}
+		if h.Mode == 0 {
+			h.Mode = 0o644
+			if h.Typeflag == tar.TypeDir {
+				h.Mode = 0o755
+			}
+		}
+		if h.Typeflag == tar.TypeReg {
+			h.Size = int64(len(e.body))
+		}
+		for k, v := range e.xattrs {
+			if h.PAXRecords == nil {
+				h.PAXRecords = map[string]string{}
+			}
+			h.PAXRecords["SCHILY.xattr."+k] = v
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(e.body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestUnpackEntryTypesAndMetadata(t *testing.T) {
+	testutil.RequiresRoot(t)
+	raw := layer(t,
+		entry{name: "etc/", typ: tar.TypeDir, mode: 0o750, uid: 7, gid: 8},
+		entry{name: "etc/passwd", body: "root:x:0:0\n", mode: 0o4755, uid: 1, gid: 2, xattrs: map[string]string{"user.note": "hi"}},
+		entry{name: "./bin/sh", body: "#!"}, // missing parent, "./" prefix
+		entry{name: "bin/link", typ: tar.TypeSymlink, link: "/etc/passwd"},
+		entry{name: "bin/hard", typ: tar.TypeLink, link: "etc/passwd"},
+		entry{name: "dev/null", typ: tar.TypeChar, mode: 0o666},
+		entry{name: "run/fifo", typ: tar.TypeFifo},
+		entry{name: "etc/passwd", body: "replaced\n", mode: 0o600}, // a later entry wins
+	)
+	dir := t.TempDir()
+	st, err := unpack.Unpack(bytes.NewReader(raw), dir, unpack.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(raw)
+	if want := digest.NewDigestFromBytes(digest.SHA256, sum[:]); st.DiffID != want || st.Size != int64(len(raw)) || st.Entries != 8 {
+		t.Errorf("stats %+v, want DiffID %s size %d", st, want, len(raw))
+	}
+	fi := lstat(t, dir, "etc")
+	if fi.Mode&0o7777 != 0o750 || fi.Uid != 7 || fi.Gid != 8 {
+		t.Errorf("etc: mode %o uid %d gid %d", fi.Mode, fi.Uid, fi.Gid)
+	}
+	if time.Unix(fi.Mtim.Unix()).Year() != 2020 {
+		t.Errorf("etc mtime %v: directory times must be set after its entries", time.Unix(fi.Mtim.Unix()))
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "etc/passwd")); string(b) != "replaced\n" {
+		t.Errorf("etc/passwd = %q", b)
+	}
+	if hard := lstat(t, dir, "bin/hard"); hard.Nlink != 1 {
+		// the hardlink kept the first passwd's inode, replaced afterwards
+		t.Logf("bin/hard nlink %d", hard.Nlink)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "bin/hard")); string(b) != "root:x:0:0\n" {
+		t.Errorf("bin/hard = %q", b)
+	}
+	if l, _ := os.Readlink(filepath.Join(dir, "bin/link")); l != "/etc/passwd" {
+		t.Errorf("bin/link -> %q", l)
+	}
+	if fi := lstat(t, dir, "bin/hard"); fi.Mode&0o7777 != 0o4755 || fi.Uid != 1 {
+		t.Errorf("setuid file: mode %o uid %d", fi.Mode, fi.Uid)
+	}
+	if v, err := unix.Getxattr(filepath.Join(dir, "bin/hard"), "user.note", make([]byte, 16)); err != nil || v != 2 {
+		t.Errorf("xattr user.note: %d %v", v, err)
+	}
+	if fi := lstat(t, dir, "dev/null"); fi.Mode&unix.S_IFMT != unix.S_IFCHR {
+		t.Errorf("dev/null mode %o", fi.Mode)
+	}
+	if fi := lstat(t, dir, "run/fifo"); fi.Mode&unix.S_IFMT != unix.S_IFIFO {
+		t.Errorf("run/fifo mode %o", fi.Mode)
+	}
+	if fi := lstat(t, dir, "bin"); fi.Mode&0o7777 != 0o755 {
+		t.Errorf("implicit parent bin mode %o, want 755", fi.Mode&0o7777)
+	}
+}
+
+func lstat(t *testing.T, dir, name string) unix.Stat_t {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(dir, name), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func TestWhiteoutsInOverlayFormat(t *testing.T) {
+	testutil.RequiresRoot(t)
+	raw := layer(t,
+		entry{name: "a/", typ: tar.TypeDir},
+		entry{name: "a/.wh..wh..opq"},
+		entry{name: "b/.wh.gone"},
+		entry{name: "c/kept", body: "x"},
+		entry{name: "c/.wh.kept"}, // deletes what this layer wrote
+	)
+	dir := t.TempDir()
+	if _, err := unpack.Unpack(bytes.NewReader(raw), dir, unpack.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if n, err := unix.Lgetxattr(filepath.Join(dir, "a"), "trusted.overlay.opaque", buf); err != nil || string(buf[:n]) != "y" {
+		t.Errorf("a: opaque xattr %q %v", buf[:n], err)
+	}
+	for _, p := range []string{"b/gone", "c/kept"} {
+		if fi := lstat(t, dir, p); fi.Mode&unix.S_IFMT != unix.S_IFCHR || fi.Rdev != 0 {
+			t.Errorf("%s: mode %o rdev %d, want a 0:0 char device", p, fi.Mode, fi.Rdev)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "a/.wh..wh..opq")); !os.IsNotExist(err) {
+		t.Errorf("the opaque marker itself was written: %v", err)
+	}
+}
+
+func TestCompressions(t *testing.T) {
+	testutil.RequiresRoot(t)
+	raw := layer(t, entry{name: "f", body: strings.Repeat("data", 1000)})
+	var gz, zs bytes.Buffer
+	gw := gzip.NewWriter(&gz)
+	gw.Write(raw)
+	gw.Close()
+	zw, _ := zstd.NewWriter(&zs)
+	zw.Write(raw)
+	zw.Close()
+	sum := sha256.Sum256(raw)
+	want := digest.NewDigestFromBytes(digest.SHA256, sum[:])
+	for _, tc := range []struct {
+		data []byte
+		comp unpack.Compression
+	}{{raw, unpack.Uncompressed}, {gz.Bytes(), unpack.Gzip}, {zs.Bytes(), unpack.Zstd}} {
+		t.Run(tc.comp.String(), func(t *testing.T) {
+			st, err := unpack.Unpack(bytes.NewReader(tc.data), t.TempDir(), unpack.Limits{})
+			if err != nil || st.Compression != tc.comp || st.DiffID != want {
+				t.Errorf("stats %+v, err %v; want %s, DiffID %s", st, err, tc.comp, want)
+			}
+		})
+	}
+}
+
+func TestLimits(t *testing.T) {
+	testutil.RequiresRoot(t)
+	// A gzip bomb: 64 MiB of zeros in a few KiB.
+	var gz bytes.Buffer
+	gw := gzip.NewWriter(&gz)
+	tw := tar.NewWriter(gw)
+	tw.WriteHeader(&tar.Header{Name: "zeros", Typeflag: tar.TypeReg, Size: 64 << 20, Mode: 0o644})
+	tw.Write(make([]byte, 64<<20))
+	tw.Close()
+	gw.Close()
+	_, err := unpack.Unpack(bytes.NewReader(gz.Bytes()), t.TempDir(), unpack.Limits{MaxBytes: 1 << 20})
+	if !errors.Is(err, unpack.ErrTooLarge) {
+		t.Errorf("bomb of %d compressed bytes: %v, want ErrTooLarge", gz.Len(), err)
+	}
+	many := layer(t, entry{name: "a"}, entry{name: "b"}, entry{name: "c"})
+	if _, err := unpack.Unpack(bytes.NewReader(many), t.TempDir(), unpack.Limits{MaxEntries: 2}); !errors.Is(err, unpack.ErrTooLarge) {
+		t.Errorf("3 entries with MaxEntries 2: %v, want ErrTooLarge", err)
+	}
+}
+
+// maliciousLayers each try to write outside the target or through a link.
+var maliciousLayers = []struct {
+	name    string
+	entries []entry
+}{
+	{"dot-dot", []entry{{name: "../sentinel", body: "pwned"}}},
+	{"dot-dot inside", []entry{{name: "a/../../sentinel", body: "pwned"}}},
+	{"absolute", []entry{{name: "/tmp/pwned", body: "pwned"}}},
+	{"symlink then write through it", []entry{
+		{name: "escape", typ: tar.TypeSymlink, link: ".."},
+		{name: "escape/sentinel", body: "pwned"}}},
+	{"absolute symlink then write through it", []entry{
+		{name: "etc", typ: tar.TypeSymlink, link: "/"},
+		{name: "etc/pwned", body: "pwned"}}},
+	{"symlink in a deep parent", []entry{
+		{name: "a/b", typ: tar.TypeSymlink, link: "../../"},
+		{name: "a/b/c/pwned", body: "pwned"}}},
+	{"hardlink outside", []entry{{name: "h", typ: tar.TypeLink, link: "../sentinel"}}},
+	{"hardlink absolute", []entry{{name: "h", typ: tar.TypeLink, link: "/etc/passwd"}}},
+	{"hardlink through symlink", []entry{
+		{name: "up", typ: tar.TypeSymlink, link: ".."},
+		{name: "h", typ: tar.TypeLink, link: "up/sentinel"}}},
+	{"whiteout of dot-dot", []entry{{name: "a/.wh..."}}},
+	{"whiteout of dot", []entry{{name: "a/.wh.."}}},
+	{"whiteout through symlink", []entry{
+		{name: "up", typ: tar.TypeSymlink, link: ".."},
+		{name: "up/.wh.sentinel"}}},
+	{"opaque through symlink", []entry{
+		{name: "up", typ: tar.TypeSymlink, link: ".."},
+		{name: "up/.wh..wh..opq"}}},
+	{"device through symlink", []entry{
+		{name: "up", typ: tar.TypeSymlink, link: ".."},
+		{name: "up/null", typ: tar.TypeChar}}},
+}
+
+// TestMaliciousLayers: every crafted layer is refused with ErrUnsafe and
+// nothing beside the target changes.
+func TestMaliciousLayers(t *testing.T) {
+	testutil.RequiresRoot(t)
+	for _, tc := range maliciousLayers {
+		t.Run(tc.name, func(t *testing.T) {
+			base := t.TempDir()
+			target := filepath.Join(base, "target")
+			sentinel := filepath.Join(base, "sentinel")
+			if err := os.Mkdir(target, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(sentinel, []byte("safe"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := unpack.Unpack(bytes.NewReader(layer(t, tc.entries...)), target, unpack.Limits{})
+			if !errors.Is(err, unpack.ErrUnsafe) {
+				t.Errorf("err = %v, want ErrUnsafe", err)
+			}
+			checkOutside(t, base)
+		})
+	}
+}
+
+// checkOutside fails if base holds anything but target/ and an unchanged
+// sentinel file.
+func checkOutside(t testing.TB, base string) {
+	t.Helper()
+	if b, err := os.ReadFile(filepath.Join(base, "sentinel")); err != nil || string(b) != "safe" {
+		t.Fatalf("sentinel changed: %q %v", b, err)
+	}
+	names, _ := os.ReadDir(base)
+	if len(names) != 2 {
+		var got []string
+		for _, n := range names {
+			got = append(got, n.Name())
+		}
+		t.Fatalf("outside the target: %v", got)
+	}
+	if _, err := os.Lstat("/tmp/pwned"); err == nil {
+		t.Fatal("/tmp/pwned was written")
+	}
+}
+
+// FuzzUnpack feeds arbitrary streams (seeded with the malicious layers):
+// whatever the result, nothing may change outside the target.
+func FuzzUnpack(f *testing.F) {
+	for _, tc := range maliciousLayers {
+		f.Add(layer(f, tc.entries...))
+	}
+	f.Add(layer(f, entry{name: "a/", typ: tar.TypeDir}, entry{name: "a/b", body: "x"}, entry{name: "a/.wh.b"}))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if os.Geteuid() != 0 {
+			t.Skip("needs root")
+		}
+		base := t.TempDir()
+		target := filepath.Join(base, "target")
+		os.Mkdir(target, 0o755)
+		os.WriteFile(filepath.Join(base, "sentinel"), []byte("safe"), 0o644)
+		_, _ = unpack.Unpack(bytes.NewReader(data), target, unpack.Limits{MaxBytes: 1 << 20, MaxEntries: 1000})
+		checkOutside(t, base)
+	})
+}
+
+// TestSparseBomb: a PAX 1.0 sparse entry declares a terabyte of holes in
+// two blocks of tar; the tar reader expands the holes without reading the
+// stream, so the declared size must count against the limit.
+func TestSparseBomb(t *testing.T) {
+	testutil.RequiresRoot(t)
+	records := paxRecord("GNU.sparse.major", "1") + paxRecord("GNU.sparse.minor", "0") +
+		paxRecord("GNU.sparse.name", "hole") + paxRecord("GNU.sparse.realsize", "1099511627776")
+	sparseMap := make([]byte, 512) // one fragment: 1 byte at 1 TiB - 1
+	copy(sparseMap, "1\n1099511627775\n1\n")
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "PaxHeaders/hole", Typeflag: tar.TypeReg, Size: int64(len(records)), Mode: 0o644, Format: tar.FormatUSTAR})
+	tw.Write([]byte(records))
+	tw.WriteHeader(&tar.Header{Name: "hole", Typeflag: tar.TypeReg, Size: 513, Mode: 0o644, Format: tar.FormatUSTAR})
+	tw.Write(append(sparseMap, 'x'))
+	tw.Close()
+	raw := buf.Bytes()
+	setTypeflag(raw[:512], tar.TypeXHeader)
+	tr := tar.NewReader(bytes.NewReader(raw))
+	if h, err := tr.Next(); err != nil || h.Size != 1<<40 {
+		t.Fatalf("crafted sparse entry reads as %+v, %v", h, err)
+	}
+	_, err := unpack.Unpack(bytes.NewReader(raw), t.TempDir(), unpack.Limits{MaxBytes: 1 << 20})
+	if !errors.Is(err, unpack.ErrTooLarge) {
+		t.Errorf("sparse bomb: %v, want ErrTooLarge", err)
+	}
+}
+
+func paxRecord(k, v string) string {
+	r := " " + k + "=" + v + "\n"
+	n := len(r) + 1
+	for len(strconv.Itoa(n))+len(r) != n {
+		n++
+	}
+	return strconv.Itoa(n) + r
+}
+
+// setTypeflag rewrites a ustar header's type and checksum.
+func setTypeflag(h []byte, typ byte) {
+	h[156] = typ
+	copy(h[148:156], "        ")
+	sum := 0
+	for _, b := range h {
+		sum += int(b)
+	}
+	copy(h[148:156], fmt.Sprintf("%06o\x00 ", sum))
+}
