@@ -23,17 +23,26 @@ var (
 	ErrTooLarge = errors.New("layer over its size limit")
 )
 
-// Limits bound what one layer may write.
-type Limits struct {
+// Options bound what one layer may write and choose how whiteouts land.
+type Options struct {
 	// MaxBytes bounds the decompressed tar stream (headers and content),
 	// and separately the content of all entries (sparse files expanded).
 	MaxBytes int64
 	// MaxEntries bounds the number of tar entries.
 	MaxEntries int
+	// Apply applies the layer onto a directory that holds the layers
+	// below it, as a copy-based snapshot does: a whiteout removes its
+	// victim and an opaque marker empties its directory of what lower
+	// layers put there. Without Apply whiteouts are kept in overlayfs'
+	// format.
+	Apply bool
 }
 
-// DefaultLimits are generous for real images and stop decompression bombs.
-var DefaultLimits = Limits{MaxBytes: 64 << 30, MaxEntries: 1 << 20}
+// Default limits: generous for real images, and they stop decompression bombs.
+const (
+	DefaultMaxBytes   = 64 << 30
+	DefaultMaxEntries = 1 << 20
+)
 
 // Stats describe an unpacked layer.
 type Stats struct {
@@ -54,12 +63,12 @@ const (
 // Unpack extracts the layer stream r into dir, which must exist (and
 // should be empty). On error dir holds a partial layer: callers unpack
 // into a temporary directory and rename it once Unpack succeeded.
-func Unpack(r io.Reader, dir string, lim Limits) (Stats, error) {
+func Unpack(r io.Reader, dir string, lim Options) (Stats, error) {
 	if lim.MaxBytes <= 0 {
-		lim.MaxBytes = DefaultLimits.MaxBytes
+		lim.MaxBytes = DefaultMaxBytes
 	}
 	if lim.MaxEntries <= 0 {
-		lim.MaxEntries = DefaultLimits.MaxEntries
+		lim.MaxEntries = DefaultMaxEntries
 	}
 	plain, comp, err := Decompress(r)
 	if err != nil {
@@ -70,7 +79,7 @@ func Unpack(r io.Reader, dir string, lim Limits) (Stats, error) {
 	if err != nil {
 		return Stats{Compression: comp}, err
 	}
-	u := &unpacker{root: root, known: map[string]bool{"": true}}
+	u := &unpacker{root: root, known: map[string]bool{"": true}, apply: lim.Apply, written: map[string]bool{}}
 	defer u.close()
 	h := sha256.New()
 	counted := &limitedReader{r: plain, left: lim.MaxBytes}
@@ -143,6 +152,8 @@ type unpacker struct {
 	parent    string
 	parentDir *os.File
 	dirs      []dirTimes
+	apply     bool
+	written   map[string]bool // Apply: names this layer wrote, kept by opaque markers
 }
 
 type dirTimes struct {
@@ -190,6 +201,9 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 	parent = strings.TrimSuffix(parent, "/")
 	if strings.HasPrefix(base, whiteoutPrefix) {
 		return u.whiteout(parent, base)
+	}
+	if u.apply {
+		u.written[name] = true
 	}
 	dir, err := u.dir(parent)
 	if err != nil {
@@ -282,14 +296,16 @@ func (u *unpacker) ensureDir(name string) error {
 	return nil
 }
 
-// forget drops the directory caches after name was replaced.
+// forget drops what the directory caches hold of name and below it,
+// after name was replaced or removed.
 func (u *unpacker) forget(name string) {
-	if !u.known[name] {
-		return
+	under := func(p string) bool { return p == name || strings.HasPrefix(p, name+"/") }
+	for k := range u.known {
+		if under(k) {
+			delete(u.known, k)
+		}
 	}
-	clear(u.known)
-	u.known[""] = true
-	if u.parentDir != nil {
+	if u.parentDir != nil && under(u.parent) {
 		u.parentDir.Close()
 		u.parentDir, u.parent = nil, ""
 	}
@@ -395,6 +411,9 @@ func (u *unpacker) whiteout(parent, base string) error {
 		return err
 	}
 	if base == opaqueWhiteout {
+		if u.apply {
+			return u.emptyDir(dir, parent)
+		}
 		if err := unix.Fsetxattr(int(dir.Fd()), opaqueXattr, []byte("y"), 0); err != nil {
 			return fmt.Errorf("mark %q opaque: %w", parent, err)
 		}
@@ -411,8 +430,35 @@ func (u *unpacker) whiteout(parent, base string) error {
 	if err := u.remove(dfd, path.Join(parent, victim), victim); err != nil {
 		return err
 	}
+	if u.apply {
+		return nil
+	}
 	if err := unix.Mknodat(dfd, victim, unix.S_IFCHR, 0); err != nil {
 		return fmt.Errorf("whiteout: %w", err)
+	}
+	return nil
+}
+
+// emptyDir removes what lower layers put in the directory name (open as
+// dir), keeping what this layer wrote.
+func (u *unpacker) emptyDir(dir *os.File, name string) error {
+	d, err := u.root.Open(dotIfEmpty(name))
+	if err != nil {
+		return err
+	}
+	names, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		child := path.Join(name, n)
+		if u.written[child] {
+			continue
+		}
+		if err := u.remove(int(dir.Fd()), child, n); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -84,7 +84,7 @@ func TestUnpackEntryTypesAndMetadata(t *testing.T) {
 		entry{name: "etc/passwd", body: "replaced\n", mode: 0o600}, // a later entry wins
 	)
 	dir := t.TempDir()
-	st, err := unpack.Unpack(bytes.NewReader(raw), dir, unpack.Limits{})
+	st, err := unpack.Unpack(bytes.NewReader(raw), dir, unpack.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestWhiteoutsInOverlayFormat(t *testing.T) {
 		entry{name: "c/.wh.kept"}, // deletes what this layer wrote
 	)
 	dir := t.TempDir()
-	if _, err := unpack.Unpack(bytes.NewReader(raw), dir, unpack.Limits{}); err != nil {
+	if _, err := unpack.Unpack(bytes.NewReader(raw), dir, unpack.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 4)
@@ -182,7 +182,7 @@ func TestCompressions(t *testing.T) {
 		comp unpack.Compression
 	}{{raw, unpack.Uncompressed}, {gz.Bytes(), unpack.Gzip}, {zs.Bytes(), unpack.Zstd}} {
 		t.Run(tc.comp.String(), func(t *testing.T) {
-			st, err := unpack.Unpack(bytes.NewReader(tc.data), t.TempDir(), unpack.Limits{})
+			st, err := unpack.Unpack(bytes.NewReader(tc.data), t.TempDir(), unpack.Options{})
 			if err != nil || st.Compression != tc.comp || st.DiffID != want {
 				t.Errorf("stats %+v, err %v; want %s, DiffID %s", st, err, tc.comp, want)
 			}
@@ -200,12 +200,12 @@ func TestLimits(t *testing.T) {
 	tw.Write(make([]byte, 64<<20))
 	tw.Close()
 	gw.Close()
-	_, err := unpack.Unpack(bytes.NewReader(gz.Bytes()), t.TempDir(), unpack.Limits{MaxBytes: 1 << 20})
+	_, err := unpack.Unpack(bytes.NewReader(gz.Bytes()), t.TempDir(), unpack.Options{MaxBytes: 1 << 20})
 	if !errors.Is(err, unpack.ErrTooLarge) {
 		t.Errorf("bomb of %d compressed bytes: %v, want ErrTooLarge", gz.Len(), err)
 	}
 	many := layer(t, entry{name: "a"}, entry{name: "b"}, entry{name: "c"})
-	if _, err := unpack.Unpack(bytes.NewReader(many), t.TempDir(), unpack.Limits{MaxEntries: 2}); !errors.Is(err, unpack.ErrTooLarge) {
+	if _, err := unpack.Unpack(bytes.NewReader(many), t.TempDir(), unpack.Options{MaxEntries: 2}); !errors.Is(err, unpack.ErrTooLarge) {
 		t.Errorf("3 entries with MaxEntries 2: %v, want ErrTooLarge", err)
 	}
 }
@@ -260,7 +260,7 @@ func TestMaliciousLayers(t *testing.T) {
 			if err := os.WriteFile(sentinel, []byte("safe"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			_, err := unpack.Unpack(bytes.NewReader(layer(t, tc.entries...)), target, unpack.Limits{})
+			_, err := unpack.Unpack(bytes.NewReader(layer(t, tc.entries...)), target, unpack.Options{})
 			if !errors.Is(err, unpack.ErrUnsafe) {
 				t.Errorf("err = %v, want ErrUnsafe", err)
 			}
@@ -304,7 +304,7 @@ func FuzzUnpack(f *testing.F) {
 		target := filepath.Join(base, "target")
 		os.Mkdir(target, 0o755)
 		os.WriteFile(filepath.Join(base, "sentinel"), []byte("safe"), 0o644)
-		_, _ = unpack.Unpack(bytes.NewReader(data), target, unpack.Limits{MaxBytes: 1 << 20, MaxEntries: 1000})
+		_, _ = unpack.Unpack(bytes.NewReader(data), target, unpack.Options{MaxBytes: 1 << 20, MaxEntries: 1000})
 		checkOutside(t, base)
 	})
 }
@@ -331,7 +331,7 @@ func TestSparseBomb(t *testing.T) {
 	if h, err := tr.Next(); err != nil || h.Size != 1<<40 {
 		t.Fatalf("crafted sparse entry reads as %+v, %v", h, err)
 	}
-	_, err := unpack.Unpack(bytes.NewReader(raw), t.TempDir(), unpack.Limits{MaxBytes: 1 << 20})
+	_, err := unpack.Unpack(bytes.NewReader(raw), t.TempDir(), unpack.Options{MaxBytes: 1 << 20})
 	if !errors.Is(err, unpack.ErrTooLarge) {
 		t.Errorf("sparse bomb: %v, want ErrTooLarge", err)
 	}
