@@ -1,0 +1,543 @@
+package image
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/distribution/reference"
+	digest "github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/berth-containers/berth/pkg/image/content"
+)
+
+// Buckets of the metadata database that the image store owns.
+var (
+	imagesBucket = []byte("images") // image ID -> Image (JSON)
+	namesBucket  = []byte("names")  // normalized name -> image ID
+	layersBucket = []byte("layers") // chain ID -> layerRecord (JSON)
+)
+
+// Image is a stored image. Its ID is the digest of its config, as Docker's.
+type Image struct {
+	ID        digest.Digest `json:"id"`
+	Manifest  digest.Digest `json:"manifest"`
+	MediaType string        `json:"mediaType"` // of the manifest
+	Layers    []Layer       `json:"layers"`
+	Stored    time.Time     `json:"stored"`
+	// Names are the image's references (docker.io/library/busybox:latest),
+	// filled in from the names bucket when read.
+	Names []string `json:"-"`
+}
+
+// Layer is one layer of an image.
+type Layer struct {
+	Digest    digest.Digest `json:"digest"` // the compressed blob, as in the manifest
+	Size      int64         `json:"size"`   // of the compressed blob
+	MediaType string        `json:"mediaType"`
+	DiffID    digest.Digest `json:"diffID"`
+	ChainID   digest.Digest `json:"chainID"`
+	// Source is the repository the blob came from, for cross-repository
+	// mounts on push.
+	Source string `json:"source,omitempty"`
+}
+
+// layerRecord is an unpacked layer, shared by the images that use it.
+type layerRecord struct {
+	ChainID digest.Digest `json:"chainID"`
+	DiffID  digest.Digest `json:"diffID"`
+	Size    int64         `json:"size"` // bytes of its tar stream
+	Refs    int           `json:"refs"` // images using it
+}
+
+// Store holds images: blobs in a content store, layers unpacked once each
+// under layers/<chain ID>/, and metadata in bbolt.
+type Store struct {
+	root    string
+	content *content.Store
+	db      *bolt.DB
+
+	mu       sync.Mutex
+	inflight map[digest.Digest]*layerCall // layers being unpacked
+}
+
+// New opens the image store under root, keeping its metadata in db (the
+// daemon's metadata.db). It removes what an interrupted pull, load or
+// removal left: partial layers in tmp/, layer directories no image uses.
+func New(root string, db *bolt.DB) (*Store, error) {
+	cs, err := content.New(root)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{root: root, content: cs, db: db, inflight: map[digest.Digest]*layerCall{}}
+	if err := os.MkdirAll(s.layersDir(), 0o700); err != nil {
+		return nil, err
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{imagesBucket, namesBucket, layersBucket} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("image store: %w", err)
+	}
+	if err := s.collect(); err != nil {
+		return nil, fmt.Errorf("image store: clean up: %w", err)
+	}
+	return s, nil
+}
+
+// OpenDB opens (making it if needed) the metadata database under root.
+func OpenDB(root string) (*bolt.DB, error) {
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, err
+	}
+	db, err := bolt.Open(filepath.Join(root, "metadata.db"), 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", filepath.Join(root, "metadata.db"), err)
+	}
+	return db, nil
+}
+
+// DB is the metadata database the store keeps its buckets in.
+func (s *Store) DB() *bolt.DB { return s.db }
+
+// Content is the store's blob store.
+func (s *Store) Content() *content.Store { return s.content }
+
+func (s *Store) layersDir() string { return filepath.Join(s.root, "layers") }
+func (s *Store) tmpDir() string    { return filepath.Join(s.root, "tmp") }
+
+// LayerDir is the unpacked directory of a layer, by chain ID.
+func (s *Store) LayerDir(chainID digest.Digest) string {
+	return filepath.Join(s.layersDir(), chainID.Encoded(), "diff")
+}
+
+// LayerDirs are an image's layer directories, lowest first.
+func (s *Store) LayerDirs(img *Image) []string {
+	dirs := make([]string, len(img.Layers))
+	for i, l := range img.Layers {
+		dirs[i] = s.LayerDir(l.ChainID)
+	}
+	return dirs
+}
+
+// collect removes leftovers of interrupted work: unpack dirs in tmp/,
+// layer dirs without a record or with no image using them, and blobs no
+// image references.
+func (s *Store) collect() error {
+	stale, _ := filepath.Glob(filepath.Join(s.tmpDir(), "unpack-*"))
+	for _, p := range stale {
+		if err := os.RemoveAll(p); err != nil {
+			return err
+		}
+	}
+	keepLayers := map[string]bool{}
+	keepBlobs := map[digest.Digest]bool{}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		lb := tx.Bucket(layersBucket)
+		var unused [][]byte
+		err := lb.ForEach(func(k, v []byte) error {
+			var r layerRecord
+			if err := json.Unmarshal(v, &r); err != nil || r.Refs <= 0 {
+				unused = append(unused, k)
+				return nil
+			}
+			keepLayers[r.ChainID.Encoded()] = true
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range unused {
+			if err := lb.Delete(k); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(imagesBucket).ForEach(func(_, v []byte) error {
+			var img Image
+			if err := json.Unmarshal(v, &img); err != nil {
+				return err
+			}
+			keepBlobs[img.ID], keepBlobs[img.Manifest] = true, true
+			for _, l := range img.Layers {
+				keepBlobs[l.Digest] = true
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	dirs, err := os.ReadDir(s.layersDir())
+	if err != nil {
+		return err
+	}
+	for _, d := range dirs {
+		if !keepLayers[d.Name()] {
+			if err := os.RemoveAll(filepath.Join(s.layersDir(), d.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	blobs, err := s.content.List()
+	if err != nil {
+		return err
+	}
+	for _, b := range blobs {
+		if !keepBlobs[b] {
+			if err := s.content.Delete(b); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// NormalizeName turns a user's image name into the store's key:
+// "busybox" -> "docker.io/library/busybox:latest". Digest references
+// (name@sha256:...) keep their digest.
+func NormalizeName(s string) (string, error) {
+	named, err := reference.ParseNormalizedNamed(s)
+	if err != nil {
+		return "", fmt.Errorf("image name %q: %w: %w", s, err, errdefs.ErrInvalidArgument)
+	}
+	return reference.TagNameOnly(named).String(), nil
+}
+
+// FamiliarName is the short form of a stored name, as docker prints it.
+func FamiliarName(s string) string {
+	named, err := reference.ParseNormalizedNamed(s)
+	if err != nil {
+		return s
+	}
+	return reference.FamiliarString(named)
+}
+
+// Get finds an image by name, name@digest, full ID or unique ID prefix.
+func (s *Store) Get(ref string) (*Image, error) {
+	var img *Image
+	err := s.db.View(func(tx *bolt.Tx) error {
+		id, err := resolve(tx, ref)
+		if err != nil {
+			return err
+		}
+		img, err = readImage(tx, id)
+		return err
+	})
+	return img, err
+}
+
+func resolve(tx *bolt.Tx, ref string) (digest.Digest, error) {
+	images := tx.Bucket(imagesBucket)
+	if id := digest.Digest(ref); id.Validate() == nil && images.Get([]byte(id)) != nil {
+		return id, nil
+	}
+	if name, err := NormalizeName(ref); err == nil {
+		if v := tx.Bucket(namesBucket).Get([]byte(name)); v != nil {
+			return digest.Digest(v), nil
+		}
+	}
+	// A unique prefix of the ID's hex, as docker accepts.
+	prefix := strings.TrimPrefix(ref, "sha256:")
+	if len(prefix) >= 4 && isHex(prefix) {
+		var found []digest.Digest
+		c := images.Cursor()
+		start := []byte("sha256:" + prefix)
+		for k, _ := c.Seek(start); k != nil && strings.HasPrefix(string(k), string(start)); k, _ = c.Next() {
+			found = append(found, digest.Digest(k))
+		}
+		if len(found) == 1 {
+			return found[0], nil
+		}
+		if len(found) > 1 {
+			return "", fmt.Errorf("image %s: ambiguous ID prefix: %w", ref, errdefs.ErrInvalidArgument)
+		}
+	}
+	return "", fmt.Errorf("image %s: %w", ref, errdefs.ErrNotFound)
+}
+
+func isHex(s string) bool {
+	for _, c := range s {
+		if !strings.ContainsRune("0123456789abcdef", c) {
+			return false
+		}
+	}
+	return true
+}
+
+func readImage(tx *bolt.Tx, id digest.Digest) (*Image, error) {
+	v := tx.Bucket(imagesBucket).Get([]byte(id))
+	if v == nil {
+		return nil, fmt.Errorf("image %s: %w", id, errdefs.ErrNotFound)
+	}
+	var img Image
+	if err := json.Unmarshal(v, &img); err != nil {
+		return nil, fmt.Errorf("image %s: %w", id, err)
+	}
+	img.Names = namesOf(tx, id)
+	return &img, nil
+}
+
+func namesOf(tx *bolt.Tx, id digest.Digest) []string {
+	var names []string
+	_ = tx.Bucket(namesBucket).ForEach(func(k, v []byte) error {
+		if digest.Digest(v) == id {
+			names = append(names, string(k))
+		}
+		return nil
+	})
+	sort.Strings(names)
+	return names
+}
+
+// List returns every image, newest first.
+func (s *Store) List() ([]*Image, error) {
+	var out []*Image
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(imagesBucket).ForEach(func(k, _ []byte) error {
+			img, err := readImage(tx, digest.Digest(k))
+			if err != nil {
+				return err
+			}
+			out = append(out, img)
+			return nil
+		})
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Stored.After(out[j].Stored) })
+	return out, err
+}
+
+// LayerSize is the unpacked size of a layer, by chain ID.
+func (s *Store) LayerSize(chainID digest.Digest) int64 {
+	var r layerRecord
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(layersBucket).Get([]byte(chainID)); v != nil {
+			return json.Unmarshal(v, &r)
+		}
+		return nil
+	})
+	return r.Size
+}
+
+// Tag gives the image ref another name.
+func (s *Store) Tag(ref, name string) error {
+	key, err := NormalizeName(name)
+	if err != nil {
+		return err
+	}
+	if strings.Contains(key, "@") {
+		return fmt.Errorf("tag %s: a tag cannot be a digest reference: %w", name, errdefs.ErrInvalidArgument)
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		id, err := resolve(tx, ref)
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(namesBucket).Put([]byte(key), []byte(id))
+	})
+}
+
+// RemoveOptions say how Remove treats an image that is still needed.
+type RemoveOptions struct {
+	Force bool
+	// InUse reports whether a container uses the image.
+	InUse func(id digest.Digest) bool
+}
+
+// Removed is what Remove did, as Docker reports it.
+type Removed struct {
+	Untagged []string
+	Deleted  []digest.Digest
+}
+
+// Remove untags ref and deletes the image once it has no name left, as
+// `docker rmi` does. Removing by ID deletes every name (refused unless
+// forced when there are several). An image a container uses is kept
+// unless forced.
+func (s *Store) Remove(ref string, opts RemoveOptions) (Removed, error) {
+	var res Removed
+	var freeLayers []digest.Digest
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		id, err := resolve(tx, ref)
+		if err != nil {
+			return err
+		}
+		names := namesOf(tx, id)
+		byName := false
+		if key, err := NormalizeName(ref); err == nil && tx.Bucket(namesBucket).Get([]byte(key)) != nil {
+			byName = true
+			names = []string{key}
+		}
+		remaining := len(namesOf(tx, id)) - len(names)
+		if !byName && len(names) > 1 && !opts.Force {
+			return fmt.Errorf("image %s is referenced by several names (%s): remove them by name or force: %w",
+				ref, strings.Join(names, ", "), errdefs.ErrConflict)
+		}
+		if remaining == 0 && opts.InUse != nil && opts.InUse(id) && !opts.Force {
+			return fmt.Errorf("image %s is used by a container: %w", ref, errdefs.ErrConflict)
+		}
+		for _, n := range names {
+			if err := tx.Bucket(namesBucket).Delete([]byte(n)); err != nil {
+				return err
+			}
+			res.Untagged = append(res.Untagged, n)
+		}
+		if remaining > 0 {
+			return nil
+		}
+		img, err := readImage(tx, id)
+		if err != nil {
+			return err
+		}
+		if freeLayers, err = deleteImage(tx, img); err != nil {
+			return err
+		}
+		res.Deleted = append(res.Deleted, id)
+		return nil
+	})
+	if err != nil {
+		return Removed{}, err
+	}
+	return res, s.release(freeLayers)
+}
+
+// deleteImage drops img's record and its layer references, returning the
+// layers no image uses any more.
+func deleteImage(tx *bolt.Tx, img *Image) ([]digest.Digest, error) {
+	if err := tx.Bucket(imagesBucket).Delete([]byte(img.ID)); err != nil {
+		return nil, err
+	}
+	var free []digest.Digest
+	lb := tx.Bucket(layersBucket)
+	for _, l := range img.Layers {
+		var r layerRecord
+		v := lb.Get([]byte(l.ChainID))
+		if v == nil {
+			continue
+		}
+		if err := json.Unmarshal(v, &r); err != nil {
+			return nil, err
+		}
+		if r.Refs--; r.Refs > 0 {
+			if err := putJSON(lb, []byte(l.ChainID), r); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err := lb.Delete([]byte(l.ChainID)); err != nil {
+			return nil, err
+		}
+		free = append(free, l.ChainID)
+	}
+	return free, nil
+}
+
+// release deletes unused layer directories and unreferenced blobs after
+// the metadata that used them is gone.
+func (s *Store) release(layers []digest.Digest) error {
+	var errs []error
+	for _, c := range layers {
+		errs = append(errs, os.RemoveAll(filepath.Dir(s.LayerDir(c))))
+	}
+	errs = append(errs, s.collectBlobs())
+	return errors.Join(errs...)
+}
+
+// collectBlobs deletes blobs that no image references.
+func (s *Store) collectBlobs() error {
+	s.mu.Lock()
+	busy := len(s.inflight) > 0
+	s.mu.Unlock()
+	if busy {
+		return nil // a pull is writing blobs it has not recorded yet
+	}
+	keep := map[digest.Digest]bool{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(imagesBucket).ForEach(func(_, v []byte) error {
+			var img Image
+			if err := json.Unmarshal(v, &img); err != nil {
+				return err
+			}
+			keep[img.ID], keep[img.Manifest] = true, true
+			for _, l := range img.Layers {
+				keep[l.Digest] = true
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	blobs, err := s.content.List()
+	if err != nil {
+		return err
+	}
+	for _, b := range blobs {
+		if !keep[b] {
+			if err := s.content.Delete(b); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Prune deletes dangling images (no name), or with all every image no
+// container uses, and returns what it deleted.
+func (s *Store) Prune(all bool, inUse func(digest.Digest) bool) ([]digest.Digest, error) {
+	var deleted, free []digest.Digest
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var victims []*Image
+		err := tx.Bucket(imagesBucket).ForEach(func(k, _ []byte) error {
+			img, err := readImage(tx, digest.Digest(k))
+			if err != nil {
+				return err
+			}
+			if (all || len(img.Names) == 0) && (inUse == nil || !inUse(img.ID)) {
+				victims = append(victims, img)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, img := range victims {
+			for _, n := range img.Names {
+				if err := tx.Bucket(namesBucket).Delete([]byte(n)); err != nil {
+					return err
+				}
+			}
+			f, err := deleteImage(tx, img)
+			if err != nil {
+				return err
+			}
+			free = append(free, f...)
+			deleted = append(deleted, img.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return deleted, s.release(free)
+}
+
+func putJSON(b *bolt.Bucket, k []byte, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(k, data)
+}
