@@ -51,11 +51,13 @@ type storedLayer struct {
 	l Layer
 }
 
-func (l *storedLayer) Digest() (v1.Hash, error)            { return v1.NewHash(l.l.Digest.String()) }
-func (l *storedLayer) DiffID() (v1.Hash, error)            { return v1.NewHash(l.l.DiffID.String()) }
-func (l *storedLayer) Size() (int64, error)                { return l.l.Size, nil }
-func (l *storedLayer) MediaType() (types.MediaType, error) { return types.MediaType(l.l.MediaType), nil }
-func (l *storedLayer) Compressed() (io.ReadCloser, error)  { return l.s.content.Open(l.l.Digest) }
+func (l *storedLayer) Digest() (v1.Hash, error) { return v1.NewHash(l.l.Digest.String()) }
+func (l *storedLayer) DiffID() (v1.Hash, error) { return v1.NewHash(l.l.DiffID.String()) }
+func (l *storedLayer) Size() (int64, error)     { return l.l.Size, nil }
+func (l *storedLayer) MediaType() (types.MediaType, error) {
+	return types.MediaType(l.l.MediaType), nil
+}
+func (l *storedLayer) Compressed() (io.ReadCloser, error) { return l.s.content.Open(l.l.Digest) }
 
 // Source is the repository the layer's blob was pulled from, if any.
 func (l *storedLayer) Source() string { return l.l.Source }
