@@ -1,0 +1,98 @@
+package registry
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/docker/cli/cli/config"
+	"github.com/docker/cli/cli/config/types"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// dockerHubKey is the key the Docker CLI files Docker Hub's login under.
+const dockerHubKey = "https://index.docker.io/v1/"
+
+// ServerKey is the config.json key of a registry, as the Docker CLI
+// writes it: Docker Hub's historical URL, else host[:port].
+func ServerKey(server string) (string, error) {
+	server = strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(server, "https://"), "http://"), "/")
+	if server == "" || server == "docker.io" || server == "index.docker.io" || server == "index.docker.io/v1" || server == "registry-1.docker.io" {
+		return dockerHubKey, nil
+	}
+	reg, err := name.NewRegistry(server)
+	if err != nil {
+		return "", fmt.Errorf("registry %q: %w", server, err)
+	}
+	return reg.RegistryStr(), nil
+}
+
+// ConfigDir is DOCKER_CONFIG, else ~/.docker, as for the Docker CLI.
+func ConfigDir() string { return config.Dir() }
+
+// SaveLogin stores a login in the config dir (config.json, mode 0600, or
+// the credential helper it names) and never anywhere else.
+func SaveLogin(dir, server, user, password string) error {
+	key, err := ServerKey(server)
+	if err != nil {
+		return err
+	}
+	cf, err := config.Load(dir)
+	if err != nil {
+		return fmt.Errorf("load %s: %w", dir, err)
+	}
+	store := cf.GetCredentialsStore(key)
+	if err := store.Store(types.AuthConfig{Username: user, Password: password, ServerAddress: key}); err != nil {
+		return fmt.Errorf("store login for %s: %w", key, err)
+	}
+	return cf.Save()
+}
+
+// RemoveLogin forgets a login; forgetting an unknown one is no error.
+func RemoveLogin(dir, server string) error {
+	key, err := ServerKey(server)
+	if err != nil {
+		return err
+	}
+	cf, err := config.Load(dir)
+	if err != nil {
+		return fmt.Errorf("load %s: %w", dir, err)
+	}
+	if err := cf.GetCredentialsStore(key).Erase(key); err != nil {
+		return fmt.Errorf("remove login for %s: %w", key, err)
+	}
+	return cf.Save()
+}
+
+// Authenticator returns the stored login for the registry of ref, or
+// anonymous access when there is none.
+func Authenticator(dir, ref string) (authn.Authenticator, error) {
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		return nil, fmt.Errorf("image reference %q: %w", ref, err)
+	}
+	return AuthenticatorFor(dir, r.Context().RegistryStr())
+}
+
+// AuthenticatorFor returns the stored login for a registry.
+func AuthenticatorFor(dir, server string) (authn.Authenticator, error) {
+	key, err := ServerKey(server)
+	if err != nil {
+		return nil, err
+	}
+	cf, err := config.Load(dir)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", dir, err)
+	}
+	ac, err := cf.GetAuthConfig(key)
+	if err != nil {
+		return nil, fmt.Errorf("read login for %s: %w", key, err)
+	}
+	if ac.Username == "" && ac.Password == "" && ac.IdentityToken == "" && ac.RegistryToken == "" && ac.Auth == "" {
+		return authn.Anonymous, nil
+	}
+	return authn.FromConfig(authn.AuthConfig{
+		Username: ac.Username, Password: ac.Password, Auth: ac.Auth,
+		IdentityToken: ac.IdentityToken, RegistryToken: ac.RegistryToken,
+	}), nil
+}
