@@ -35,8 +35,9 @@ lint: ## gofmt, go vet and staticcheck
 	@test -x $(BIN)/staticcheck || GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(BIN)/staticcheck ./...
 
-bench: build ## benchmarks against crun and runc (needs root; installs the peers)
+bench: build ## benchmarks against crun, runc, podman and skopeo (needs root; installs the peers)
 	bench/runtime.sh
+	bench/image.sh
 
 demo: prereqs build ## run a container from a busybox bundle and show its output
 	scripts/demo.sh

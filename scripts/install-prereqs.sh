@@ -4,7 +4,7 @@
 # missing packages are installed, and apt-get update runs only when something is missing.
 set -euo pipefail
 pkgs=(busybox-static libseccomp-dev libc6-dev gcc pkg-config iproute2 util-linux docker-registry)
-[ "${1:-}" = bench ] && pkgs+=(hyperfine crun runc)
+[ "${1:-}" = bench ] && pkgs+=(hyperfine crun runc podman skopeo debootstrap)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -25,7 +25,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRuntimeCommand())
+	root.AddCommand(newRuntimeCommand(), newImageCommand())
 	if err := root.Execute(); err != nil {
 		code := 1
 		if e, ok := err.(exitError); ok {

@@ -272,9 +272,12 @@ func (s *Store) fetchLayer(ctx context.Context, want Layer, l v1.Layer, lim unpa
 		return fail(err)
 	}
 	defer blob.Abort()
-	src := &progressReader{r: io.TeeReader(rc, blob), ctx: ctx, every: 1 << 20, report: func(n int64) {
+	// Fetching, writing and hashing the blob run ahead of decompression.
+	fetch := unpack.ReadAhead(&progressReader{r: io.TeeReader(rc, blob), ctx: ctx, every: 1 << 20, report: func(n int64) {
 		progress(Progress{ID: short, Status: "Downloading", Current: n, Total: want.Size})
-	}}
+	}}, 1<<20, 4)
+	defer fetch.Close()
+	src := fetch
 	st, err := unpack.Unpack(src, diffDir, lim)
 	if err != nil {
 		return fail(err)

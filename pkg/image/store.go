@@ -331,6 +331,32 @@ func (s *Store) LayerSize(chainID digest.Digest) int64 {
 	return r.Size
 }
 
+// Usage is an image's disk use: Size is the unpacked size of its layers,
+// Shared the part in layers other images use too.
+type Usage struct {
+	Size, Shared int64
+}
+
+// Usage computes the disk use of img.
+func (s *Store) Usage(img *Image) Usage {
+	var u Usage
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		lb := tx.Bucket(layersBucket)
+		for _, l := range img.Layers {
+			var r layerRecord
+			if v := lb.Get([]byte(l.ChainID)); v == nil || json.Unmarshal(v, &r) != nil {
+				continue
+			}
+			u.Size += r.Size
+			if r.Refs > 1 {
+				u.Shared += r.Size
+			}
+		}
+		return nil
+	})
+	return u
+}
+
 // Tag gives the image ref another name.
 func (s *Store) Tag(ref, name string) error {
 	key, err := NormalizeName(name)

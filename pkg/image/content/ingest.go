@@ -7,6 +7,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	digest "github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 )
 
 // ErrDigestMismatch marks content that is not what its digest promised.
@@ -14,11 +15,12 @@ var ErrDigestMismatch = errors.New("content does not match its digest")
 
 // Ingest is a blob being written: Write it, then Commit or Abort.
 type Ingest struct {
-	s    *Store
-	f    *os.File
-	dg   digest.Digester
-	size int64
-	done bool
+	s       *Store
+	f       *os.File
+	dg      digest.Digester
+	size    int64
+	flushed int64 // bytes whose writeback was started
+	done    bool
 }
 
 // NewIngest starts writing a blob whose digest is known only at Commit.
@@ -34,8 +36,17 @@ func (w *Ingest) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)
 	w.dg.Hash().Write(p[:n])
 	w.size += int64(n)
+	if w.size-w.flushed >= writebackChunk {
+		// Start writeback of what is written so far, so that Commit's
+		// fsync has little left to wait for.
+		_ = unix.SyncFileRange(int(w.f.Fd()), w.flushed, w.size-w.flushed, unix.SYNC_FILE_RANGE_WRITE)
+		w.flushed = w.size
+	}
 	return n, err
 }
+
+// writebackChunk is how much an ingest writes between writeback starts.
+const writebackChunk = 8 << 20
 
 // Digest is the digest of what was written so far.
 func (w *Ingest) Digest() digest.Digest { return w.dg.Digest() }

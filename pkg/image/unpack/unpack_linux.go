@@ -52,6 +52,10 @@ type Stats struct {
 	Compression Compression
 }
 
+// writebackMin is the size from which a written file's writeback starts
+// at once rather than at the next sync.
+const writebackMin = 64 << 10
+
 const (
 	whiteoutPrefix = ".wh."
 	opaqueWhiteout = ".wh..wh..opq"
@@ -81,8 +85,12 @@ func Unpack(r io.Reader, dir string, lim Options) (Stats, error) {
 	}
 	u := &unpacker{root: root, known: map[string]bool{"": true}, apply: lim.Apply, written: map[string]bool{}}
 	defer u.close()
+	// Decompression runs a few blocks ahead of extraction, on another
+	// core; hashing, on the extracting side, balances the two.
+	ahead := ReadAhead(plain, 1<<20, 4)
+	defer ahead.Close()
 	h := sha256.New()
-	counted := &limitedReader{r: plain, left: lim.MaxBytes}
+	counted := &limitedReader{r: ahead, left: lim.MaxBytes}
 	stream := io.TeeReader(counted, h)
 	tr := tar.NewReader(stream)
 	st := Stats{Compression: comp}
@@ -363,6 +371,11 @@ func (u *unpacker) writeFile(dfd int, base string, hdr *tar.Header, r io.Reader)
 	defer f.Close()
 	if _, err := io.CopyN(f, r, hdr.Size); err != nil {
 		return fmt.Errorf("write: %w", err)
+	}
+	if hdr.Size >= writebackMin {
+		// Start writing it to disk now, in the background, so that the
+		// caller's final sync has little left to wait for.
+		_ = unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 	}
 	// Owner before mode: chown clears the setuid and setgid bits.
 	if err := f.Chown(hdr.Uid, hdr.Gid); err != nil {
