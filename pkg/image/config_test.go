@@ -67,3 +67,32 @@ func TestResolveUser(t *testing.T) {
 		t.Error("a passwd symlink leading out of the rootfs was followed to the host")
 	}
 }
+
+func TestNormalizeName(t *testing.T) {
+	for in, want := range map[string]string{
+		"busybox":                     "docker.io/library/busybox:latest",
+		"alice/model:v1":              "docker.io/alice/model:v1",
+		"docker.io/library/busybox:1": "docker.io/library/busybox:1",
+		"localhost:5000/x/y":          "localhost:5000/x/y:latest",
+		"127.0.0.1:5000/a@sha256:" + strings.Repeat("ab", 32): "127.0.0.1:5000/a@sha256:" + strings.Repeat("ab", 32),
+	} {
+		got, err := image.NormalizeName(in)
+		if err != nil || got != want {
+			t.Errorf("NormalizeName(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "UPPER/case", "a b", "x:y:z"} {
+		if _, err := image.NormalizeName(bad); err == nil {
+			t.Errorf("NormalizeName(%q) accepted", bad)
+		}
+	}
+	for in, want := range map[string]string{
+		"docker.io/library/busybox:latest": "busybox:latest",
+		"docker.io/alice/model:v1":         "alice/model:v1",
+		"localhost:5000/x/y:latest":        "localhost:5000/x/y:latest",
+	} {
+		if got := image.FamiliarName(in); got != want {
+			t.Errorf("FamiliarName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/distribution/reference"
+	"github.com/google/go-containerregistry/pkg/name"
 	digest "github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
 
@@ -209,20 +209,35 @@ func (s *Store) collect() error {
 // "busybox" -> "docker.io/library/busybox:latest". Digest references
 // (name@sha256:...) keep their digest.
 func NormalizeName(s string) (string, error) {
-	named, err := reference.ParseNormalizedNamed(s)
+	r, err := name.ParseReference(s)
 	if err != nil {
 		return "", fmt.Errorf("image name %q: %w: %w", s, err, errdefs.ErrInvalidArgument)
 	}
-	return reference.TagNameOnly(named).String(), nil
+	reg := r.Context().RegistryStr()
+	if reg == name.DefaultRegistry {
+		reg = dockerHub
+	}
+	base := reg + "/" + r.Context().RepositoryStr()
+	if d, ok := r.(name.Digest); ok {
+		return base + "@" + d.DigestStr(), nil
+	}
+	return base + ":" + r.Identifier(), nil
 }
 
-// FamiliarName is the short form of a stored name, as docker prints it.
+// dockerHub is Docker Hub's name in stored keys, as Docker writes it.
+const dockerHub = "docker.io"
+
+// FamiliarName is the short form of a stored name, as docker prints it:
+// "docker.io/library/busybox:latest" -> "busybox:latest".
 func FamiliarName(s string) string {
-	named, err := reference.ParseNormalizedNamed(s)
-	if err != nil {
+	short, ok := strings.CutPrefix(s, dockerHub+"/")
+	if !ok {
 		return s
 	}
-	return reference.FamiliarString(named)
+	if rest, ok := strings.CutPrefix(short, "library/"); ok && !strings.Contains(strings.SplitN(rest, ":", 2)[0], "/") {
+		return rest
+	}
+	return short
 }
 
 // Get finds an image by name, name@digest, full ID or unique ID prefix.

@@ -229,7 +229,7 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 		return err
 	}
 	switch hdr.Typeflag {
-	case tar.TypeReg, tar.TypeRegA:
+	case tar.TypeReg: // the reader turns the old TypeRegA into TypeReg
 		return u.writeFile(dfd, base, hdr, r)
 	case tar.TypeSymlink:
 		if err := unix.Symlinkat(hdr.Linkname, dfd, base); err != nil {
