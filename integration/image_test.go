@@ -67,9 +67,24 @@ func TestRunFromPulledImage(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	out := runImage(t, dst, img, "sh", "-c", "echo written > /etc/motd; cat /etc/motd; /probe id")
+	if got := strings.Fields(out); len(got) < 2 || got[0] != "written" || got[1] != "0" {
+		t.Errorf("output %q, want the written line and uid 0", out)
+	}
+	layer := dst.LayerDirs(img)[0]
+	if _, err := os.Stat(filepath.Join(layer, "etc", "motd")); !os.IsNotExist(err) {
+		t.Errorf("the container wrote into the image's layer: %v", err)
+	}
+}
+
+// runImage runs args in a container of img (a snapshot of its layers,
+// removed at cleanup) and returns its output; it fails on a non-zero exit.
+func runImage(t *testing.T, s *image.Store, img *image.Image, args ...string) string {
+	t.Helper()
+	ctx := context.Background()
 	drv := snapshot.Default()
 	snap := filepath.Join(t.TempDir(), "snap")
-	mounted, err := drv.Mount(dst.LayerDirs(img), snap)
+	mounted, err := drv.Mount(s.LayerDirs(img), snap)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,11 +94,12 @@ func TestRunFromPulledImage(t *testing.T) {
 		}
 	})
 	bundle := t.TempDir()
-	spec, err := runtime.DefaultSpec(mounted, "sh", "-c", "echo written > /etc/motd; cat /etc/motd; /probe id")
+	spec, err := runtime.DefaultSpec(mounted, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec.Linux.CgroupsPath = "/berth-test-image-" + strings.ToLower(t.Name())
+	id := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	spec.Linux.CgroupsPath = "/berth-itest-image/" + id
 	testutil.WriteSpec(t, bundle, spec)
 	rt, err := runtime.New(filepath.Join(t.TempDir(), "state"))
 	if err != nil {
@@ -93,28 +109,27 @@ func TestRunFromPulledImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := rt.Create(ctx, "from-image", bundle, runtime.WithStdio(nil, w, w))
+	defer r.Close()
+	c, err := rt.Create(ctx, id, bundle, runtime.WithStdio(nil, w, w))
 	w.Close()
 	if err != nil {
-		r.Close()
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.Delete(context.Background(), true) })
+	t.Cleanup(func() {
+		_ = c.Delete(context.Background(), true)
+		os.Remove("/sys/fs/cgroup/memory/berth-itest-image")
+		for _, d := range mustGlob("/sys/fs/cgroup/*/berth-itest-image") {
+			os.Remove(d)
+		}
+	})
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if err := c.Start(wctx); err != nil {
 		t.Fatal(err)
 	}
 	out, _ := io.ReadAll(r)
-	r.Close()
 	if code, err := c.Wait(wctx); err != nil || code != 0 {
 		t.Fatalf("exit %d (%v), output %q", code, err, out)
 	}
-	if got := strings.Fields(string(out)); len(got) < 2 || got[0] != "written" || got[1] != "0" {
-		t.Errorf("output %q, want the written line and uid 0", out)
-	}
-	layer := dst.LayerDirs(img)[0]
-	if _, err := os.Stat(filepath.Join(layer, "etc", "motd")); !os.IsNotExist(err) {
-		t.Errorf("the container wrote into the image's layer: %v", err)
-	}
+	return string(out)
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,8 +13,13 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/authn"
-
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/berth-containers/berth/internal/testutil"
 	"github.com/berth-containers/berth/pkg/image"
@@ -280,3 +286,100 @@ func TestPlainHTTPRefused(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestManifestListAndOCITypes: a multi-platform index resolves to this
+// host's platform, and OCI media types survive a round trip.
+func TestManifestListAndOCITypes(t *testing.T) {
+	t.Parallel()
+	reg := testutil.StartRegistry(t, testutil.RegistryOptions{})
+	ctx := context.Background()
+	c, _ := newClient(t, reg)
+	var images []v1.Image
+	idx := v1.ImageIndex(empty.Index)
+	for _, arch := range []string{"arm64", "amd64", "riscv64"} {
+		img, err := random.Image(8<<10, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img = mutate.MediaType(img, types.OCIManifestSchema1)
+		img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+		cf, _ := img.ConfigFile()
+		cf = cf.DeepCopy()
+		cf.OS, cf.Architecture = "linux", arch
+		if img, err = mutate.ConfigFile(img, cf); err != nil {
+			t.Fatal(err)
+		}
+		images = append(images, img)
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}}})
+	}
+	idx = mutate.IndexMediaType(idx, types.OCIImageIndex)
+	ref, _ := name.ParseReference(reg.Addr + "/multi/arch:v1")
+	if err := remote.WriteIndex(ref, idx, remote.WithContext(ctx)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Pull(ctx, ref.String(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := images[1] // amd64
+	if goruntime.GOARCH == "arm64" {
+		want = images[0]
+	}
+	wantDigest, _ := want.Digest()
+	if got.Manifest.String() != wantDigest.String() || got.MediaType != string(types.OCIManifestSchema1) {
+		t.Errorf("pulled %s (%s), want %s for %s", got.Manifest, got.MediaType, wantDigest, goruntime.GOARCH)
+	}
+	pushed, err := c.Push(ctx, ref.String(), reg.Addr+"/single/arch:v1", nil, nil)
+	if err != nil || pushed != wantDigest {
+		t.Errorf("re-push of the OCI image: %s %v, want %s", pushed, err, wantDigest)
+	}
+}
+
+// TestCredentialHelper: with "credsStore" in config.json, logins go to
+// the docker-credential-<name> program, never into the file.
+func TestCredentialHelper(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	store := filepath.Join(dir, "helper-store")
+	os.MkdirAll(bin, 0o755)
+	// A helper speaking the docker-credential-helpers protocol, keeping one
+	// login in a file.
+	helper := `#!/bin/sh
+case "$1" in
+store) cat > ` + store + ` ;;
+get) read server; if [ -f ` + store + ` ]; then cat ` + store + `; else echo "credentials not found in native keychain"; exit 1; fi ;;
+erase) rm -f ` + store + ` ;;
+list) echo '{}' ;;
+esac
+`
+	if err := os.WriteFile(filepath.Join(bin, "docker-credential-berthtest"), []byte(helper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	cfg := filepath.Join(dir, "docker")
+	os.MkdirAll(cfg, 0o700)
+	os.WriteFile(filepath.Join(cfg, "config.json"), []byte(`{"credsStore": "berthtest"}`), 0o600)
+	if err := registry.SaveLogin(cfg, "127.0.0.1:5999", "bob", "hunter2"); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(cfg, "config.json")); strings.Contains(string(b), "hunter2") || strings.Contains(string(b), "Ym9i") {
+		t.Errorf("the password reached config.json: %s", b)
+	}
+	if b, _ := os.ReadFile(store); !strings.Contains(string(b), "hunter2") {
+		t.Errorf("the helper did not get the login: %q", b)
+	}
+	auth, err := registry.AuthenticatorFor(cfg, "127.0.0.1:5999")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := auth.Authorization()
+	if err != nil || ac.Username != "bob" || ac.Password != "hunter2" {
+		t.Errorf("login read back: %+v %v", ac, err)
+	}
+	if err := registry.RemoveLogin(cfg, "127.0.0.1:5999"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(store); !os.IsNotExist(err) {
+		t.Errorf("logout left the helper's store: %v", err)
+	}
+}
