@@ -1,6 +1,7 @@
 // Command berthd is berth's daemon. Today it carries the OCI runtime
-// (`berthd runtime ...`, runc-compatible); it also serves as the container
-// init, re-executed by the runtime before anything else runs.
+// (`berthd runtime ...`, runc-compatible) and the image store (`berthd
+// image ...`); it also serves as the container init, re-executed by the
+// runtime before anything else runs.
 package main
 
 import (
