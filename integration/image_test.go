@@ -17,20 +17,7 @@ import (
 	"github.com/berth-containers/berth/pkg/runtime"
 )
 
-func newImageStore(t *testing.T) *image.Store {
-	t.Helper()
-	root := t.TempDir()
-	db, err := image.OpenDB(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	s, err := image.New(root, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
+func newImageStore(t *testing.T) *image.Store { return testutil.ImageStore(t, "") }
 
 // TestRunFromPulledImage: the busybox base image is imported, pushed to a
 // real registry, pulled into another store, mounted as a snapshot and run

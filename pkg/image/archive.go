@@ -183,17 +183,9 @@ func (s *Store) loadLayout(ctx context.Context, dir string, progress func(Progre
 func (s *Store) Save(w io.Writer, refs []string) error {
 	m := map[name.Reference]v1.Image{}
 	for _, ref := range refs {
-		img, err := s.Get(ref)
+		img, vi, names, err := s.forSave(ref)
 		if err != nil {
 			return err
-		}
-		vi, err := s.Image(img)
-		if err != nil {
-			return err
-		}
-		names := img.Names
-		if key, err := NormalizeName(ref); err == nil && slices.Contains(img.Names, key) {
-			names = []string{key}
 		}
 		if len(names) == 0 {
 			// A digest reference puts no RepoTags in manifest.json: the
@@ -224,21 +216,35 @@ func (s *Store) SaveLayout(dir string, refs []string) error {
 		return err
 	}
 	for _, ref := range refs {
-		img, err := s.Get(ref)
-		if err != nil {
-			return err
-		}
-		vi, err := s.Image(img)
+		_, vi, names, err := s.forSave(ref)
 		if err != nil {
 			return err
 		}
 		var opts []layout.Option
-		if key, err := NormalizeName(ref); err == nil && slices.Contains(img.Names, key) {
-			opts = append(opts, layout.WithAnnotations(map[string]string{annotationRefName: key, annotationContainerdRef: key}))
+		if len(names) == 1 {
+			opts = append(opts, layout.WithAnnotations(map[string]string{annotationRefName: names[0], annotationContainerdRef: names[0]}))
 		}
 		if err := p.AppendImage(vi, opts...); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// forSave finds the image ref names and the names to save it under: the
+// name it was asked by, or all its names when asked by ID.
+func (s *Store) forSave(ref string) (*Image, v1.Image, []string, error) {
+	img, err := s.Get(ref)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	vi, err := s.Image(img)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	names := img.Names
+	if key, err := NormalizeName(ref); err == nil && slices.Contains(img.Names, key) {
+		names = []string{key}
+	}
+	return img, vi, names, nil
 }

@@ -144,7 +144,6 @@ func (s *Store) collect() error {
 		}
 	}
 	keepLayers := map[string]bool{}
-	keepBlobs := map[digest.Digest]bool{}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		lb := tx.Bucket(layersBucket)
 		var unused [][]byte
@@ -165,17 +164,7 @@ func (s *Store) collect() error {
 				return err
 			}
 		}
-		return tx.Bucket(imagesBucket).ForEach(func(_, v []byte) error {
-			var img Image
-			if err := json.Unmarshal(v, &img); err != nil {
-				return err
-			}
-			keepBlobs[img.ID], keepBlobs[img.Manifest] = true, true
-			for _, l := range img.Layers {
-				keepBlobs[l.Digest] = true
-			}
-			return nil
-		})
+		return nil
 	})
 	if err != nil {
 		return err
@@ -191,18 +180,7 @@ func (s *Store) collect() error {
 			}
 		}
 	}
-	blobs, err := s.content.List()
-	if err != nil {
-		return err
-	}
-	for _, b := range blobs {
-		if !keepBlobs[b] {
-			if err := s.content.Delete(b); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return s.collectBlobs()
 }
 
 // NormalizeName turns a user's image name into the store's key:

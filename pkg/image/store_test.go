@@ -22,18 +22,8 @@ import (
 
 func newStore(t *testing.T) (*image.Store, string) {
 	t.Helper()
-	testutil.RequiresRoot(t)
 	root := t.TempDir()
-	db, err := image.OpenDB(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	s, err := image.New(root, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, root
+	return testutil.ImageStore(t, root), root
 }
 
 func randomImage(t *testing.T, layers int64) v1.Image {
@@ -242,17 +232,7 @@ func mustLayer(t *testing.T) v1.Layer {
 // in tmp/, an unrecorded layer dir, an unreferenced blob) is gone after
 // the next New.
 func TestNewCleansLeftovers(t *testing.T) {
-	testutil.RequiresRoot(t)
-	root := t.TempDir()
-	db, err := image.OpenDB(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	s, err := image.New(root, db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, root := newStore(t)
 	if _, err := s.Put(context.Background(), randomImage(t, 1), image.PutOptions{Names: []string{"kept"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +242,7 @@ func TestNewCleansLeftovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := image.New(root, db); err != nil {
+	if _, err := image.New(root, s.DB()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(root, "tmp", "unpack-123")); !os.IsNotExist(err) {

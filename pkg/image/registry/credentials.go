@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/docker/cli/cli/config"
+	"github.com/docker/cli/cli/config/configfile"
 	"github.com/docker/cli/cli/config/types"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -33,13 +34,9 @@ func ConfigDir() string { return config.Dir() }
 // SaveLogin stores a login in the config dir (config.json, mode 0600, or
 // the credential helper it names) and never anywhere else.
 func SaveLogin(dir, server, user, password string) error {
-	key, err := ServerKey(server)
+	key, cf, err := loadConfig(dir, server)
 	if err != nil {
 		return err
-	}
-	cf, err := config.Load(dir)
-	if err != nil {
-		return fmt.Errorf("load %s: %w", dir, err)
 	}
 	store := cf.GetCredentialsStore(key)
 	if err := store.Store(types.AuthConfig{Username: user, Password: password, ServerAddress: key}); err != nil {
@@ -50,13 +47,9 @@ func SaveLogin(dir, server, user, password string) error {
 
 // RemoveLogin forgets a login; forgetting an unknown one is no error.
 func RemoveLogin(dir, server string) error {
-	key, err := ServerKey(server)
+	key, cf, err := loadConfig(dir, server)
 	if err != nil {
 		return err
-	}
-	cf, err := config.Load(dir)
-	if err != nil {
-		return fmt.Errorf("load %s: %w", dir, err)
 	}
 	if err := cf.GetCredentialsStore(key).Erase(key); err != nil {
 		return fmt.Errorf("remove login for %s: %w", key, err)
@@ -76,13 +69,9 @@ func Authenticator(dir, ref string) (authn.Authenticator, error) {
 
 // AuthenticatorFor returns the stored login for a registry.
 func AuthenticatorFor(dir, server string) (authn.Authenticator, error) {
-	key, err := ServerKey(server)
+	key, cf, err := loadConfig(dir, server)
 	if err != nil {
 		return nil, err
-	}
-	cf, err := config.Load(dir)
-	if err != nil {
-		return nil, fmt.Errorf("load %s: %w", dir, err)
 	}
 	ac, err := cf.GetAuthConfig(key)
 	if err != nil {
@@ -95,4 +84,17 @@ func AuthenticatorFor(dir, server string) (authn.Authenticator, error) {
 		Username: ac.Username, Password: ac.Password, Auth: ac.Auth,
 		IdentityToken: ac.IdentityToken, RegistryToken: ac.RegistryToken,
 	}), nil
+}
+
+// loadConfig reads the Docker config in dir and the key of server in it.
+func loadConfig(dir, server string) (string, *configfile.ConfigFile, error) {
+	key, err := ServerKey(server)
+	if err != nil {
+		return "", nil, err
+	}
+	cf, err := config.Load(dir)
+	if err != nil {
+		return "", nil, fmt.Errorf("load %s: %w", dir, err)
+	}
+	return key, cf, nil
 }

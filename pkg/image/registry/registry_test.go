@@ -28,17 +28,7 @@ import (
 
 func newClient(t *testing.T, reg *testutil.Registry) (*registry.Client, *image.Store) {
 	t.Helper()
-	testutil.RequiresRoot(t)
-	root := t.TempDir()
-	db, err := image.OpenDB(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	s, err := image.New(root, db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := testutil.ImageStore(t, "")
 	c := registry.New(s)
 	c.Transport = reg.Transport
 	return c, s
