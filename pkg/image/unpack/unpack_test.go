@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -210,47 +211,50 @@ func TestLimits(t *testing.T) {
 	}
 }
 
-// maliciousLayers each try to write outside the target or through a link.
-var maliciousLayers = []struct {
-	name    string
-	entries []entry
-}{
-	{"dot-dot", []entry{{name: "../sentinel", body: "pwned"}}},
-	{"dot-dot inside", []entry{{name: "a/../../sentinel", body: "pwned"}}},
-	{"absolute", []entry{{name: "/tmp/pwned", body: "pwned"}}},
-	{"symlink then write through it", []entry{
-		{name: "escape", typ: tar.TypeSymlink, link: ".."},
-		{name: "escape/sentinel", body: "pwned"}}},
-	{"absolute symlink then write through it", []entry{
-		{name: "etc", typ: tar.TypeSymlink, link: "/"},
-		{name: "etc/pwned", body: "pwned"}}},
-	{"symlink in a deep parent", []entry{
-		{name: "a/b", typ: tar.TypeSymlink, link: "../../"},
-		{name: "a/b/c/pwned", body: "pwned"}}},
-	{"hardlink outside", []entry{{name: "h", typ: tar.TypeLink, link: "../sentinel"}}},
-	{"hardlink absolute", []entry{{name: "h", typ: tar.TypeLink, link: "/etc/passwd"}}},
-	{"hardlink through symlink", []entry{
-		{name: "up", typ: tar.TypeSymlink, link: ".."},
-		{name: "h", typ: tar.TypeLink, link: "up/sentinel"}}},
-	{"whiteout of dot-dot", []entry{{name: "a/.wh..."}}},
-	{"whiteout of dot", []entry{{name: "a/.wh.."}}},
-	{"whiteout through symlink", []entry{
-		{name: "up", typ: tar.TypeSymlink, link: ".."},
-		{name: "up/.wh.sentinel"}}},
-	{"opaque through symlink", []entry{
-		{name: "up", typ: tar.TypeSymlink, link: ".."},
-		{name: "up/.wh..wh..opq"}}},
-	{"device through symlink", []entry{
-		{name: "up", typ: tar.TypeSymlink, link: ".."},
-		{name: "up/null", typ: tar.TypeChar}}},
+// maliciousLayer is a crafted layer from testdata/malicious.json: each
+// tries to write outside the target or through a link.
+type maliciousLayer struct {
+	Name    string `json:"name"`
+	Entries []struct {
+		Name string `json:"name"`
+		Type string `json:"type"` // file (default), symlink, hardlink, char
+		Body string `json:"body"`
+		Link string `json:"link"`
+	} `json:"entries"`
+}
+
+func maliciousLayers(t testing.TB) []maliciousLayer {
+	t.Helper()
+	b, err := os.ReadFile("testdata/malicious.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []maliciousLayer
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func (m maliciousLayer) tar(t testing.TB) []byte {
+	types := map[string]byte{"": tar.TypeReg, "file": tar.TypeReg, "symlink": tar.TypeSymlink, "hardlink": tar.TypeLink, "char": tar.TypeChar}
+	var entries []entry
+	for _, e := range m.Entries {
+		typ, ok := types[e.Type]
+		if !ok {
+			t.Fatalf("%s: unknown type %q", m.Name, e.Type)
+		}
+		entries = append(entries, entry{name: e.Name, typ: typ, body: e.Body, link: e.Link})
+	}
+	return layer(t, entries...)
 }
 
 // TestMaliciousLayers: every crafted layer is refused with ErrUnsafe and
 // nothing beside the target changes.
 func TestMaliciousLayers(t *testing.T) {
 	testutil.RequiresRoot(t)
-	for _, tc := range maliciousLayers {
-		t.Run(tc.name, func(t *testing.T) {
+	for _, tc := range maliciousLayers(t) {
+		t.Run(tc.Name, func(t *testing.T) {
 			base := t.TempDir()
 			target := filepath.Join(base, "target")
 			sentinel := filepath.Join(base, "sentinel")
@@ -260,7 +264,7 @@ func TestMaliciousLayers(t *testing.T) {
 			if err := os.WriteFile(sentinel, []byte("safe"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			_, err := unpack.Unpack(bytes.NewReader(layer(t, tc.entries...)), target, unpack.Options{})
+			_, err := unpack.Unpack(bytes.NewReader(tc.tar(t)), target, unpack.Options{})
 			if !errors.Is(err, unpack.ErrUnsafe) {
 				t.Errorf("err = %v, want ErrUnsafe", err)
 			}
@@ -292,8 +296,8 @@ func checkOutside(t testing.TB, base string) {
 // FuzzUnpack feeds arbitrary streams (seeded with the malicious layers):
 // whatever the result, nothing may change outside the target.
 func FuzzUnpack(f *testing.F) {
-	for _, tc := range maliciousLayers {
-		f.Add(layer(f, tc.entries...))
+	for _, tc := range maliciousLayers(f) {
+		f.Add(tc.tar(f))
 	}
 	f.Add(layer(f, entry{name: "a/", typ: tar.TypeDir}, entry{name: "a/b", body: "x"}, entry{name: "a/.wh.b"}))
 	f.Fuzz(func(t *testing.T, data []byte) {
