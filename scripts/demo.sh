@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # demo.sh: the main job for now: make a busybox bundle and run a container from it with
-# berthd's OCI runtime, showing that it is contained. Needs root and bin/berthd.
+# berthd's OCI runtime, showing that it is contained; then make the base image
+# berth/busybox from that rootfs and list it, as the daemon will run containers from
+# images. Needs root and bin/berthd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${DEMO_DIR:-/tmp/berth-demo}
@@ -28,4 +30,9 @@ code=0
 bin/berthd runtime --root "$work/state" run --bundle "$work/bundle" demo || code=$?
 rmdir /sys/fs/cgroup/*/berth-demo /sys/fs/cgroup/berth-demo 2>/dev/null || true
 echo "container exited with code $code"
+# The same rootfs as the base image berth/busybox, in a demo image store.
+tar -C "$work/bundle/rootfs" -cf "$work/busybox.tar" .
+rm -rf "$work/images"
+bin/berthd image --root "$work/images" import "$work/busybox.tar" berth/busybox >/dev/null
+bin/berthd image --root "$work/images" ls
 exit "$code"
