@@ -51,6 +51,16 @@ func (s *Store) Put(ctx context.Context, img v1.Image, opts PutOptions) (*Image,
 			return nil, err
 		}
 	}
+	// Blobs written here are unreferenced until the final transaction:
+	// no removal may collect them meanwhile.
+	s.mu.Lock()
+	s.puts++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.puts--
+		s.mu.Unlock()
+	}()
 	rec, err := s.putBlobs(img)
 	if err != nil {
 		return nil, err

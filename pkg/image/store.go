@@ -67,6 +67,7 @@ type Store struct {
 
 	mu       sync.Mutex
 	inflight map[digest.Digest]*layerCall // layers being unpacked
+	puts     int                          // Puts writing blobs they have not recorded yet
 }
 
 // New opens the image store under root, keeping its metadata in db (the
@@ -477,10 +478,10 @@ func (s *Store) release(layers []digest.Digest) error {
 // collectBlobs deletes blobs that no image references.
 func (s *Store) collectBlobs() error {
 	s.mu.Lock()
-	busy := len(s.inflight) > 0
+	busy := s.puts > 0
 	s.mu.Unlock()
 	if busy {
-		return nil // a pull is writing blobs it has not recorded yet
+		return nil // a Put is writing blobs it has not recorded yet
 	}
 	keep := map[digest.Digest]bool{}
 	err := s.db.View(func(tx *bolt.Tx) error {

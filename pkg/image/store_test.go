@@ -264,3 +264,62 @@ func TestNewCleansLeftovers(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoveDuringPut: a removal that collects unreferenced blobs while
+// another Put has written, but not yet recorded, its manifest and config
+// must leave that Put's image whole.
+func TestRemoveDuringPut(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	base := randomImage(t, 2)
+	if _, err := s.Put(ctx, base, image.PutOptions{Names: []string{"base"}}); err != nil {
+		t.Fatal(err)
+	}
+	// Same layers as base (already unpacked), a new config and manifest.
+	cf, _ := base.ConfigFile()
+	cf = cf.DeepCopy()
+	cf.Config.Env = []string{"VARIANT=1"}
+	variant, err := mutate.ConfigFile(base, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Put asks for the layers after it wrote the manifest and config:
+	// hold it there while another image is put and removed.
+	paused := &pausedImage{Image: variant, reached: make(chan struct{}), resume: make(chan struct{})}
+	done := make(chan error)
+	go func() {
+		_, err := s.Put(ctx, paused, image.PutOptions{Names: []string{"variant"}})
+		done <- err
+	}()
+	<-paused.reached
+	if _, err := s.Put(ctx, randomImage(t, 1), image.PutOptions{Names: []string{"victim"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Remove("victim", image.RemoveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	close(paused.resume)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	img, err := s.Get("variant")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []digest.Digest{img.ID, img.Manifest} {
+		if _, err := s.Content().Info(d); err != nil {
+			t.Errorf("image %s lost blob %s: %v", img.ID, d, err)
+		}
+	}
+}
+
+type pausedImage struct {
+	v1.Image
+	reached, resume chan struct{}
+}
+
+func (p *pausedImage) Layers() ([]v1.Layer, error) {
+	close(p.reached)
+	<-p.resume
+	return p.Image.Layers()
+}
