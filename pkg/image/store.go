@@ -384,8 +384,8 @@ type Removed struct {
 
 // Remove untags ref and deletes the image once it has no name left, as
 // `docker rmi` does. Removing by ID deletes every name (refused unless
-// forced when there are several). An image a container uses is kept
-// unless forced.
+// forced when there are several). Removing an image a container uses is
+// refused; forced, it only untags it.
 func (s *Store) Remove(ref string, opts RemoveOptions) (Removed, error) {
 	var res Removed
 	var freeLayers []digest.Digest
@@ -405,7 +405,8 @@ func (s *Store) Remove(ref string, opts RemoveOptions) (Removed, error) {
 			return fmt.Errorf("image %s is referenced by several names (%s): remove them by name or force: %w",
 				ref, strings.Join(names, ", "), errdefs.ErrConflict)
 		}
-		if remaining == 0 && opts.InUse != nil && opts.InUse(id) && !opts.Force {
+		inUse := remaining == 0 && opts.InUse != nil && opts.InUse(id)
+		if inUse && !opts.Force {
 			return fmt.Errorf("image %s is used by a container: %w", ref, errdefs.ErrConflict)
 		}
 		for _, n := range names {
@@ -414,7 +415,9 @@ func (s *Store) Remove(ref string, opts RemoveOptions) (Removed, error) {
 			}
 			res.Untagged = append(res.Untagged, n)
 		}
-		if remaining > 0 {
+		if remaining > 0 || inUse {
+			// A forced removal of an image a container uses only untags
+			// it, as Docker does: its layers stay under the container.
 			return nil
 		}
 		img, err := readImage(tx, id)

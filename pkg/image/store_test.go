@@ -195,7 +195,17 @@ func TestRemoveAndPrune(t *testing.T) {
 			t.Errorf("shared layer removed: %v", err)
 		}
 	}
-	if _, err := s.Remove("top", image.RemoveOptions{Force: true, InUse: inUse}); err != nil {
+	// Forced while in use: untagged only, its layers stay for the container.
+	res, err = s.Remove("top", image.RemoveOptions{Force: true, InUse: inUse})
+	if err != nil || len(res.Untagged) != 1 || len(res.Deleted) != 0 {
+		t.Errorf("forced removal of an image in use: %+v %v, want untag only", res, err)
+	}
+	for _, d := range s.LayerDirs(topImg) {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("layer of an image in use removed: %v", err)
+		}
+	}
+	if _, err := s.Remove(topImg.ID.String(), image.RemoveOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if dirs, _ := os.ReadDir(filepath.Join(root, "layers")); len(dirs) != 0 {
