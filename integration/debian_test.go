@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/berth-containers/berth/internal/testutil"
+	"github.com/berth-containers/berth/pkg/image"
 	"github.com/berth-containers/berth/pkg/image/registry"
 )
 
@@ -24,7 +25,7 @@ func TestDebianImage(t *testing.T) {
 	ctx := context.Background()
 	reg := testutil.StartRegistry(t, testutil.RegistryOptions{})
 	src := newImageStore(t)
-	imported, err := src.Import(ctx, fixture, []string{"berth/debian:12"}, nil)
+	imported, err := src.Import(ctx, fixture, image.ImportOptions{Names: []string{"berth/debian:12"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,7 +41,7 @@ func TestRunFromPulledImage(t *testing.T) {
 	}
 	f.Close()
 	src := newImageStore(t)
-	if _, err := src.Import(ctx, tarPath, []string{"berth/busybox"}, nil); err != nil {
+	if _, err := src.Import(ctx, tarPath, image.ImportOptions{Names: []string{"berth/busybox"}}); err != nil {
 		t.Fatal(err)
 	}
 	ref := reg.Addr + "/berth/busybox:latest"

@@ -150,7 +150,7 @@ func (c *imageCLI) importCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := signalContext()
 			defer cancel()
-			img, err := c.store.Import(ctx, args[0], []string{args[1]}, nil)
+			img, err := c.store.Import(ctx, args[0], image.ImportOptions{Names: []string{args[1]}})
 			if err != nil {
 				return err
 			}

@@ -19,13 +19,17 @@ func main() {
 	if runtime.IsInit() {
 		runtime.Init()
 	}
+	var serve serveFlags
 	root := &cobra.Command{
 		Use:           "berthd",
-		Short:         "berth's daemon and OCI runtime",
+		Short:         "berth's daemon: serves the Docker Engine API; also an OCI runtime",
 		Version:       version.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE:          serve.run,
 	}
+	serve.register(root)
 	root.AddCommand(newRuntimeCommand(), newImageCommand())
 	if err := root.Execute(); err != nil {
 		code := 1

@@ -22,16 +22,28 @@ import (
 	"github.com/berth-containers/berth/pkg/image/unpack"
 )
 
+// ImportOptions describe an imported image.
+type ImportOptions struct {
+	Names []string
+	// Source names the tarball in the image's history; default its file name.
+	Source   string
+	Progress func(Progress)
+}
+
 // Import makes an image of one layer from a root filesystem tarball
 // (plain, gzip or zstd), as `docker import` does.
-func (s *Store) Import(ctx context.Context, tarPath string, names []string, progress func(Progress)) (*Image, error) {
+func (s *Store) Import(ctx context.Context, tarPath string, opts ImportOptions) (*Image, error) {
 	layer, err := tarball.LayerFromFile(tarPath)
 	if err != nil {
 		return nil, fmt.Errorf("import %s: %w", tarPath, err)
 	}
+	source := opts.Source
+	if source == "" {
+		source = filepath.Base(tarPath)
+	}
 	img, err := mutate.Append(empty.Image, mutate.Addendum{
 		Layer:   layer,
-		History: v1.History{Created: v1.Time{Time: time.Now().UTC()}, CreatedBy: "berth import " + filepath.Base(tarPath), Comment: "Imported from " + filepath.Base(tarPath)},
+		History: v1.History{Created: v1.Time{Time: time.Now().UTC()}, CreatedBy: "berth import " + source, Comment: "Imported from " + source},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("import %s: %w", tarPath, err)
@@ -45,7 +57,7 @@ func (s *Store) Import(ctx context.Context, tarPath string, names []string, prog
 	if img, err = mutate.ConfigFile(img, cfg); err != nil {
 		return nil, err
 	}
-	return s.Put(ctx, img, PutOptions{Names: names, Progress: progress})
+	return s.Put(ctx, img, PutOptions{Names: opts.Names, Progress: opts.Progress})
 }
 
 // Load stores the images of an archive: a `docker save` tarball, a

@@ -22,7 +22,7 @@ func TestImportSaveLoad(t *testing.T) {
 	tw.Write([]byte("hello"))
 	tw.Close()
 	f.Close()
-	imported, err := s.Import(ctx, tarPath, []string{"local/base:1"}, nil)
+	imported, err := s.Import(ctx, tarPath, image.ImportOptions{Names: []string{"local/base:1"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -351,6 +351,21 @@ func (s *Store) Usage(img *Image) Usage {
 	return u
 }
 
+// LayersSize is the unpacked size of every stored layer.
+func (s *Store) LayersSize() int64 {
+	var total int64
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(layersBucket).ForEach(func(_, v []byte) error {
+			var r layerRecord
+			if json.Unmarshal(v, &r) == nil {
+				total += r.Size
+			}
+			return nil
+		})
+	})
+	return total
+}
+
 // Tag gives the image ref another name.
 func (s *Store) Tag(ref, name string) error {
 	key, err := NormalizeName(name)

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-containers/berth/internal/version"
+	"github.com/berth-containers/berth/pkg/daemon"
+)
+
+// serveFlags are berthd's own flags, for running the daemon.
+type serveFlags struct {
+	cfg        daemon.Config
+	configFile string
+}
+
+func (f *serveFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.cfg.Root, "root", "", "data directory (default "+daemon.DefaultRoot+")")
+	fl.StringArrayVarP(&f.cfg.Hosts, "host", "H", nil, "address to serve the API on: unix://PATH or tcp://127.0.0.1:PORT (repeatable; default "+daemon.DefaultHost+")")
+	fl.StringVar(&f.cfg.Group, "group", "", "group owning the API socket (default "+daemon.DefaultGroup+")")
+	fl.StringVar(&f.cfg.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
+	fl.StringSliceVar(&f.cfg.InsecureRegistries, "insecure-registry", nil, "registry (host:port) that may be reached over plain HTTP")
+	fl.StringVar(&f.configFile, "config-file", daemon.DefaultConfigFile, "daemon configuration file")
+}
+
+func (f *serveFlags) run(cmd *cobra.Command, _ []string) error {
+	file, err := daemon.LoadConfigFile(f.configFile, cmd.Flags().Changed("config-file"))
+	if err != nil {
+		return err
+	}
+	cfg := f.cfg.Merge(file)
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: %w", cfg.LogLevel, err)
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+	d, err := daemon.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	slog.Info("berthd started", "version", version.Version, "root", cfg.Root)
+	err = d.Serve(ctx, version.Version)
+	slog.Info("berthd stopped")
+	return err
+}

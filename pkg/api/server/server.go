@@ -1,0 +1,31 @@
+package server
+
+import (
+	digest "github.com/opencontainers/go-digest"
+
+	"github.com/berth-containers/berth/pkg/image"
+	"github.com/berth-containers/berth/pkg/image/registry"
+)
+
+// Backend is what the API serves; pkg/daemon provides it.
+type Backend interface {
+	Images() *image.Store
+	Registry() *registry.Client
+	// Root is the daemon's data directory, for /info.
+	Root() string
+	// StorageDriver names the snapshot driver, for /info.
+	StorageDriver() string
+	// ImageInUse reports whether a container uses the image.
+	ImageInUse(id digest.Digest) bool
+}
+
+// Server serves the API for one backend.
+type Server struct {
+	b             Backend
+	daemonVersion string
+}
+
+// New returns a server for b, reporting version as the daemon's.
+func New(b Backend, version string) *Server { return &Server{b: b, daemonVersion: version} }
+
+func (s *Server) inUse(id digest.Digest) bool { return s.b.ImageInUse(id) }

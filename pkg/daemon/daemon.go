@@ -1,0 +1,174 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-containers/berth/pkg/api/server"
+	"github.com/berth-containers/berth/pkg/image"
+	"github.com/berth-containers/berth/pkg/image/registry"
+	"github.com/berth-containers/berth/pkg/image/snapshot"
+)
+
+// Daemon is a running berthd.
+type Daemon struct {
+	cfg      Config
+	lock     *os.File
+	db       *bolt.DB
+	images   *image.Store
+	registry *registry.Client
+	snapshot snapshot.Driver
+}
+
+// New takes the root's lock and opens the stores.
+func New(cfg Config) (*Daemon, error) {
+	if err := os.MkdirAll(cfg.Root, 0o711); err != nil {
+		return nil, err
+	}
+	lock, err := os.OpenFile(filepath.Join(cfg.Root, "berthd.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("data root %s is used by another berthd (%w)", cfg.Root, err)
+	}
+	d := &Daemon{cfg: cfg, lock: lock, snapshot: snapshot.Default()}
+	if d.db, err = image.OpenDB(cfg.Root); err != nil {
+		d.Close()
+		return nil, err
+	}
+	if d.images, err = image.New(cfg.Root, d.db); err != nil {
+		d.Close()
+		return nil, err
+	}
+	d.registry = registry.New(d.images)
+	d.registry.Insecure = cfg.InsecureRegistries
+	return d, nil
+}
+
+// Close releases the stores and the lock.
+func (d *Daemon) Close() {
+	if d.db != nil {
+		d.db.Close()
+	}
+	d.lock.Close()
+}
+
+// Images is the image store.
+func (d *Daemon) Images() *image.Store { return d.images }
+
+// Registry is the registry client.
+func (d *Daemon) Registry() *registry.Client { return d.registry }
+
+// Root is the data root.
+func (d *Daemon) Root() string { return d.cfg.Root }
+
+// StorageDriver is the snapshot driver's name.
+func (d *Daemon) StorageDriver() string { return d.snapshot.Name() }
+
+// ImageInUse reports whether a container uses the image: none do yet.
+func (d *Daemon) ImageInUse(digest.Digest) bool { return false }
+
+// Serve listens on the configured hosts and serves the API until ctx ends,
+// then shuts the server down gracefully.
+func (d *Daemon) Serve(ctx context.Context, version string) error {
+	srv := &http.Server{Handler: server.New(d, version).Handler(), ReadHeaderTimeout: 30 * time.Second}
+	var listeners []net.Listener
+	for _, h := range d.cfg.Hosts {
+		l, err := d.listen(h)
+		if err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			return err
+		}
+		slog.Info("API listening", "address", h)
+		listeners = append(listeners, l)
+	}
+	errc := make(chan error, len(listeners))
+	for _, l := range listeners {
+		go func() { errc <- srv.Serve(l) }()
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return srv.Shutdown(shutdown)
+}
+
+// listen opens one -H address: unix://PATH (mode 0660, owned by root and
+// the configured group) or tcp://ADDR, which without TLS is allowed on
+// loopback only.
+func (d *Daemon) listen(host string) (net.Listener, error) {
+	proto, addr, ok := strings.Cut(host, "://")
+	if !ok {
+		return nil, fmt.Errorf("host %q: want unix://PATH or tcp://ADDR", host)
+	}
+	switch proto {
+	case "unix":
+		return d.listenUnix(addr)
+	case "tcp":
+		h, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, fmt.Errorf("host %q: %w", host, err)
+		}
+		if ip := net.ParseIP(h); h != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return nil, fmt.Errorf("host %q: plain TCP gives root to anyone who can connect; only loopback addresses are allowed until TLS is configured", host)
+		}
+		return net.Listen("tcp", addr)
+	}
+	return nil, fmt.Errorf("host %q: unknown protocol %q", host, proto)
+}
+
+func (d *Daemon) listenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	// A socket left by a daemon that died is removed; a live one is not.
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("socket %s: another daemon is listening on it", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	gid := 0
+	if g, err := user.LookupGroup(d.cfg.Group); err == nil {
+		gid, _ = strconv.Atoi(g.Gid)
+	} else {
+		slog.Warn("socket group not found: only root can use the socket", "group", d.cfg.Group)
+	}
+	if err := os.Chown(path, 0, gid); err != nil {
+		l.Close()
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
