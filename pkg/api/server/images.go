@@ -361,7 +361,7 @@ func (s *Server) pushImage(ctx context.Context, w http.ResponseWriter, r *http.R
 		return errBadRequestf("invalid reference format: %v", err)
 	}
 	if _, err := s.b.Images().Get(ref); err != nil {
-		return fmt.Errorf("An image does not exist locally with the tag: %s: %w", vars["name"], err)
+		return fmt.Errorf("an image does not exist locally with the tag %s: %w", vars["name"], err)
 	}
 	auth, err := registryAuth(r)
 	if err != nil {
