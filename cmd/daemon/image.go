@@ -20,6 +20,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/term"
 
+	"github.com/berth-containers/berth/pkg/credentials"
 	"github.com/berth-containers/berth/pkg/image"
 	"github.com/berth-containers/berth/pkg/image/registry"
 )
@@ -100,7 +101,7 @@ func printProgress(w io.Writer) func(image.Progress) {
 }
 
 func auth(ref string) (authn.Authenticator, error) {
-	return registry.Authenticator(registry.ConfigDir(), ref)
+	return credentials.Authenticator(credentials.ConfigDir(), ref)
 }
 
 func (c *imageCLI) pullCmd() *cobra.Command {
@@ -431,7 +432,7 @@ func (c *imageCLI) loginCmd() *cobra.Command {
 			if err := reg.Login(ctx, args[0], &authn.Basic{Username: user, Password: pw}); err != nil {
 				return err
 			}
-			if err := registry.SaveLogin(registry.ConfigDir(), args[0], user, pw); err != nil {
+			if err := credentials.SaveLogin(credentials.ConfigDir(), args[0], user, pw); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "Login Succeeded")
@@ -447,7 +448,7 @@ func (c *imageCLI) logoutCmd() *cobra.Command {
 	return &cobra.Command{
 		Use: "logout SERVER", Short: "Forget a registry login", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return registry.RemoveLogin(registry.ConfigDir(), args[0])
+			return credentials.RemoveLogin(credentials.ConfigDir(), args[0])
 		},
 	}
 }

@@ -1,7 +1,6 @@
 // Package registry pulls images from and pushes them to OCI registries
-// with go-containerregistry, and keeps registry credentials the way the
-// Docker CLI does (config.json under DOCKER_CONFIG or ~/.docker, or a
-// credential helper).
+// with go-containerregistry, and checks logins (package credentials keeps
+// them).
 //
 // Plain HTTP is used only for registries on the loopback interface and for
 // those the daemon's configuration names as insecure; every other request

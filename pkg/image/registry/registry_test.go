@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/berth-containers/berth/internal/testutil"
+	"github.com/berth-containers/berth/pkg/credentials"
 	"github.com/berth-containers/berth/pkg/image"
 	"github.com/berth-containers/berth/pkg/image/registry"
 )
@@ -141,14 +142,14 @@ func TestTLSAndAuth(t *testing.T) {
 		t.Fatalf("login: %v", err)
 	}
 	cfgDir := t.TempDir()
-	if err := registry.SaveLogin(cfgDir, reg.Addr, reg.User, reg.Password); err != nil {
+	if err := credentials.SaveLogin(cfgDir, reg.Addr, reg.User, reg.Password); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(filepath.Join(cfgDir, "config.json"))
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("config.json: %v, mode %v; want 0600", err, fi.Mode())
 	}
-	auth, err := registry.Authenticator(cfgDir, ref)
+	auth, err := credentials.Authenticator(cfgDir, ref)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,10 +160,10 @@ func TestTLSAndAuth(t *testing.T) {
 	if _, err := d.Pull(ctx, ref, auth, nil); err != nil {
 		t.Fatalf("pull with the stored login: %v", err)
 	}
-	if err := registry.RemoveLogin(cfgDir, reg.Addr); err != nil {
+	if err := credentials.RemoveLogin(cfgDir, reg.Addr); err != nil {
 		t.Fatal(err)
 	}
-	if auth, _ := registry.Authenticator(cfgDir, ref); auth != authn.Anonymous {
+	if auth, _ := credentials.Authenticator(cfgDir, ref); auth != authn.Anonymous {
 		t.Errorf("after logout: %v, want anonymous", auth)
 	}
 	// Without the test CA the registry's certificate is refused.
@@ -322,54 +323,5 @@ func TestManifestListAndOCITypes(t *testing.T) {
 	pushed, err := c.Push(ctx, ref.String(), reg.Addr+"/single/arch:v1", nil, nil)
 	if err != nil || pushed != wantDigest {
 		t.Errorf("re-push of the OCI image: %s %v, want %s", pushed, err, wantDigest)
-	}
-}
-
-// TestCredentialHelper: with "credsStore" in config.json, logins go to
-// the docker-credential-<name> program, never into the file.
-func TestCredentialHelper(t *testing.T) {
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "bin")
-	store := filepath.Join(dir, "helper-store")
-	os.MkdirAll(bin, 0o755)
-	// A helper speaking the docker-credential-helpers protocol, keeping one
-	// login in a file.
-	helper := `#!/bin/sh
-case "$1" in
-store) cat > ` + store + ` ;;
-get) read server; if [ -f ` + store + ` ]; then cat ` + store + `; else echo "credentials not found in native keychain"; exit 1; fi ;;
-erase) rm -f ` + store + ` ;;
-list) echo '{}' ;;
-esac
-`
-	if err := os.WriteFile(filepath.Join(bin, "docker-credential-berthtest"), []byte(helper), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
-	cfg := filepath.Join(dir, "docker")
-	os.MkdirAll(cfg, 0o700)
-	os.WriteFile(filepath.Join(cfg, "config.json"), []byte(`{"credsStore": "berthtest"}`), 0o600)
-	if err := registry.SaveLogin(cfg, "127.0.0.1:5999", "bob", "hunter2"); err != nil {
-		t.Fatal(err)
-	}
-	if b, _ := os.ReadFile(filepath.Join(cfg, "config.json")); strings.Contains(string(b), "hunter2") || strings.Contains(string(b), "Ym9i") {
-		t.Errorf("the password reached config.json: %s", b)
-	}
-	if b, _ := os.ReadFile(store); !strings.Contains(string(b), "hunter2") {
-		t.Errorf("the helper did not get the login: %q", b)
-	}
-	auth, err := registry.AuthenticatorFor(cfg, "127.0.0.1:5999")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ac, err := auth.Authorization()
-	if err != nil || ac.Username != "bob" || ac.Password != "hunter2" {
-		t.Errorf("login read back: %+v %v", ac, err)
-	}
-	if err := registry.RemoveLogin(cfg, "127.0.0.1:5999"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(store); !os.IsNotExist(err) {
-		t.Errorf("logout left the helper's store: %v", err)
 	}
 }

@@ -1,6 +1,8 @@
-package registry
+package credentials
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -67,6 +69,20 @@ func Authenticator(dir, ref string) (authn.Authenticator, error) {
 	return AuthenticatorFor(dir, r.Context().RegistryStr())
 }
 
+// ForRegistry returns the stored login for a registry as Docker's wire
+// type, empty when there is none.
+func ForRegistry(dir, server string) (types.AuthConfig, error) {
+	key, cf, err := loadConfig(dir, server)
+	if err != nil {
+		return types.AuthConfig{}, err
+	}
+	ac, err := cf.GetAuthConfig(key)
+	if err != nil {
+		return types.AuthConfig{}, fmt.Errorf("read login for %s: %w", key, err)
+	}
+	return ac, nil
+}
+
 // AuthenticatorFor returns the stored login for a registry.
 func AuthenticatorFor(dir, server string) (authn.Authenticator, error) {
 	key, cf, err := loadConfig(dir, server)
@@ -97,4 +113,27 @@ func loadConfig(dir, server string) (string, *configfile.ConfigFile, error) {
 		return "", nil, fmt.Errorf("load %s: %w", dir, err)
 	}
 	return key, cf, nil
+}
+
+// Header is the X-Registry-Auth value for the registry of image reference
+// ref (base64url JSON, as the Docker CLI sends it); "" without a login.
+func Header(dir, ref string) (string, error) {
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		return "", fmt.Errorf("image reference %q: %w", ref, err)
+	}
+	ac, err := ForRegistry(dir, r.Context().RegistryStr())
+	if err != nil || (ac == types.AuthConfig{}) {
+		return "", err
+	}
+	return EncodeHeader(ac)
+}
+
+// EncodeHeader encodes a login as an X-Registry-Auth value.
+func EncodeHeader(ac types.AuthConfig) (string, error) {
+	b, err := json.Marshal(ac)
+	if err != nil {
+		return "", err
+	}
+	return base64.URLEncoding.EncodeToString(b), nil
 }
