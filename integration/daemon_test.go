@@ -88,3 +88,22 @@ func (d *testDaemon) dockerOK(t *testing.T, args ...string) string {
 	}
 	return out
 }
+
+// berth runs the berth client against the daemon.
+func (d *testDaemon) berth(t *testing.T, stdin string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(testutil.Build(t, "./cmd/client", false), args...)
+	cmd.Env = append(os.Environ(), "BERTH_HOST=unix://"+d.sock, "DOCKER_CONFIG="+filepath.Join(filepath.Dir(d.sock), "berth-client"))
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (d *testDaemon) berthOK(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := d.berth(t, "", args...)
+	if err != nil {
+		t.Fatalf("berth %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
