@@ -27,7 +27,7 @@ func (c *cli) client() (*client.Client, error) {
 	if c.api != nil {
 		return c.api, nil
 	}
-	api, err := client.New(client.WithHost(c.host), client.WithAPIVersionNegotiation())
+	api, err := client.New(client.WithHost(c.host)) // negotiates the API version
 	if err != nil {
 		return nil, fmt.Errorf("berthd at %s: %w", c.host, err)
 	}
