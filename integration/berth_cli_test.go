@@ -2,7 +2,6 @@ package integration
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,12 +21,7 @@ func TestBerthCLIImages(t *testing.T) {
 	if out := d.berthOK(t, "info"); !strings.Contains(out, "Images: 0") {
 		t.Errorf("berth info:\n%s", out)
 	}
-	rootfs := t.TempDir()
-	testutil.Rootfs(t, rootfs)
-	tarPath := filepath.Join(t.TempDir(), "rootfs.tar")
-	if out, err := exec.Command("tar", "-C", rootfs, "-cf", tarPath, ".").CombinedOutput(); err != nil {
-		t.Fatalf("tar: %v %s", err, out)
-	}
+	tarPath := busyboxTar(t)
 	if out := d.berthOK(t, "import", tarPath, "berth/busybox:1"); !strings.HasPrefix(out, "sha256:") {
 		t.Errorf("berth import: %q", out)
 	}

@@ -107,3 +107,16 @@ func (d *testDaemon) berthOK(t *testing.T, args ...string) string {
 	}
 	return out
 }
+
+// busyboxTar is the busybox base image's rootfs (busybox-static and the
+// probe) as a tarball, for import.
+func busyboxTar(t *testing.T) string {
+	t.Helper()
+	rootfs := t.TempDir()
+	testutil.Rootfs(t, rootfs)
+	tarPath := filepath.Join(t.TempDir(), "rootfs.tar")
+	if out, err := exec.Command("tar", "-C", rootfs, "-cf", tarPath, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v %s", err, out)
+	}
+	return tarPath
+}

@@ -25,12 +25,7 @@ func TestDockerCLIImages(t *testing.T) {
 	if out := d.dockerOK(t, "info"); !strings.Contains(out, "Storage Driver: overlay") && !strings.Contains(out, "Storage Driver: copy") {
 		t.Errorf("docker info:\n%s", out)
 	}
-	rootfs := t.TempDir()
-	testutil.Rootfs(t, rootfs)
-	tarPath := filepath.Join(t.TempDir(), "rootfs.tar")
-	if out, err := exec.Command("tar", "-C", rootfs, "-cf", tarPath, ".").CombinedOutput(); err != nil {
-		t.Fatalf("tar: %v %s", err, out)
-	}
+	tarPath := busyboxTar(t)
 	d.dockerOK(t, "import", tarPath, "berth/busybox:1")
 	if out := d.dockerOK(t, "images"); !strings.Contains(out, "berth/busybox") {
 		t.Errorf("docker images:\n%s", out)

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/berth-containers/berth/internal/atomicfile"
 	"github.com/berth-containers/berth/pkg/credentials"
 )
 
@@ -46,20 +47,27 @@ func showProgress(r io.Reader, out io.Writer) error {
 	return jsonmessage.DisplayJSONMessagesStream(r, out, fd, tty, nil)
 }
 
+// withAuth calls a registry operation with the stored login for ref.
+func (c *cli) withAuth(ref string, call func(api *client.Client, auth string) (io.ReadCloser, error)) (io.ReadCloser, error) {
+	api, err := c.client()
+	if err != nil {
+		return nil, err
+	}
+	auth, err := credentials.Header(credentials.ConfigDir(), ref)
+	if err != nil {
+		return nil, err
+	}
+	return call(api, auth)
+}
+
 func (c *cli) pullCmd() *cobra.Command {
 	var quiet bool
 	cmd := &cobra.Command{
 		Use: "pull NAME[:TAG|@DIGEST]", Short: "Download an image from a registry", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			api, err := c.client()
-			if err != nil {
-				return err
-			}
-			auth, err := credentials.Header(credentials.ConfigDir(), args[0])
-			if err != nil {
-				return err
-			}
-			resp, err := api.ImagePull(cmd.Context(), args[0], client.ImagePullOptions{RegistryAuth: auth})
+			resp, err := c.withAuth(args[0], func(api *client.Client, auth string) (io.ReadCloser, error) {
+				return api.ImagePull(cmd.Context(), args[0], client.ImagePullOptions{RegistryAuth: auth})
+			})
 			if err != nil {
 				return err
 			}
@@ -85,15 +93,9 @@ func (c *cli) pushCmd() *cobra.Command {
 	return &cobra.Command{
 		Use: "push NAME[:TAG]", Short: "Upload an image to a registry", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			api, err := c.client()
-			if err != nil {
-				return err
-			}
-			auth, err := credentials.Header(credentials.ConfigDir(), args[0])
-			if err != nil {
-				return err
-			}
-			resp, err := api.ImagePush(cmd.Context(), args[0], client.ImagePushOptions{RegistryAuth: auth})
+			resp, err := c.withAuth(args[0], func(api *client.Client, auth string) (io.ReadCloser, error) {
+				return api.ImagePush(cmd.Context(), args[0], client.ImagePushOptions{RegistryAuth: auth})
+			})
 			if err != nil {
 				return err
 			}
@@ -339,20 +341,10 @@ func (c *cli) saveCmd() *cobra.Command {
 				_, err = io.Copy(cmd.OutOrStdout(), resp)
 				return err
 			}
-			tmp := output + ".tmp"
-			f, err := os.Create(tmp)
-			if err != nil {
+			return atomicfile.Write(output, func(w io.Writer) error {
+				_, err := io.Copy(w, resp)
 				return err
-			}
-			if _, err := io.Copy(f, resp); err != nil {
-				f.Close()
-				os.Remove(tmp)
-				return err
-			}
-			if err := f.Close(); err != nil {
-				return err
-			}
-			return os.Rename(tmp, output)
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "file to write instead of standard output")

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
-	"strings"
 
 	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
@@ -32,11 +29,10 @@ func (c *cli) loginCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			pw, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
-			if err != nil && err != io.EOF {
+			pw, err := credentials.ReadPassword(cmd.InOrStdin())
+			if err != nil {
 				return err
 			}
-			pw = strings.TrimRight(pw, "\r\n")
 			api, err := c.client()
 			if err != nil {
 				return err

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +19,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/term"
 
+	"github.com/berth-containers/berth/internal/atomicfile"
 	"github.com/berth-containers/berth/pkg/credentials"
 	"github.com/berth-containers/berth/pkg/image"
 	"github.com/berth-containers/berth/pkg/image/registry"
@@ -38,14 +38,9 @@ type imageCLI struct {
 func newImageCommand() *cobra.Command {
 	c := &imageCLI{}
 	cmd := &cobra.Command{
-		Use:   "image",
-		Short: "Manage images: pull, push, import, load, save, list, remove",
-		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			if cmd.Name() == "login" || cmd.Name() == "logout" {
-				return nil // client side only: no store needed
-			}
-			return c.open()
-		},
+		Use:               "image",
+		Short:             "Manage images: pull, push, import, load, save, list, remove",
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error { return c.open() },
 		PersistentPostRun: func(*cobra.Command, []string) {
 			if c.db != nil {
 				c.db.Close()
@@ -56,7 +51,7 @@ func newImageCommand() *cobra.Command {
 	f.StringVar(&c.root, "root", "/var/lib/berth", "berth's data directory")
 	f.StringSliceVar(&c.insecure, "insecure-registry", nil, "registry (host:port) that may be reached over plain HTTP")
 	cmd.AddCommand(c.pullCmd(), c.pushCmd(), c.importCmd(), c.loadCmd(), c.saveCmd(), c.lsCmd(),
-		c.rmCmd(), c.tagCmd(), c.inspectCmd(), c.historyCmd(), c.pruneCmd(), c.loginCmd(), c.logoutCmd())
+		c.rmCmd(), c.tagCmd(), c.inspectCmd(), c.historyCmd(), c.pruneCmd())
 	return cmd
 }
 
@@ -197,20 +192,7 @@ func (c *imageCLI) saveCmd() *cobra.Command {
 			default:
 				return fmt.Errorf("--format %q: use docker or oci", format)
 			}
-			tmp := output + ".tmp"
-			f, err := os.Create(tmp)
-			if err != nil {
-				return err
-			}
-			if err := c.store.Save(f, args); err != nil {
-				f.Close()
-				os.Remove(tmp)
-				return err
-			}
-			if err := f.Close(); err != nil {
-				return err
-			}
-			return os.Rename(tmp, output)
+			return atomicfile.Write(output, func(w io.Writer) error { return c.store.Save(w, args) })
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "file (docker) or directory (oci) to write")
@@ -409,46 +391,4 @@ func (c *imageCLI) pruneCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "remove every image, not only dangling ones")
 	return cmd
-}
-
-func (c *imageCLI) loginCmd() *cobra.Command {
-	var user string
-	var passwordStdin bool
-	cmd := &cobra.Command{
-		Use: "login SERVER -u USER --password-stdin", Short: "Check and store a registry login", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if !passwordStdin || user == "" {
-				return errors.New("give -u USER and the password on standard input with --password-stdin")
-			}
-			pw, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
-			if err != nil && err != io.EOF {
-				return err
-			}
-			pw = strings.TrimRight(pw, "\r\n")
-			reg := registry.New(nil)
-			reg.Insecure = c.insecure
-			ctx, cancel := signalContext()
-			defer cancel()
-			if err := reg.Login(ctx, args[0], &authn.Basic{Username: user, Password: pw}); err != nil {
-				return err
-			}
-			if err := credentials.SaveLogin(credentials.ConfigDir(), args[0], user, pw); err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), "Login Succeeded")
-			return nil
-		},
-	}
-	cmd.Flags().StringVarP(&user, "username", "u", "", "user name")
-	cmd.Flags().BoolVar(&passwordStdin, "password-stdin", false, "read the password from standard input")
-	return cmd
-}
-
-func (c *imageCLI) logoutCmd() *cobra.Command {
-	return &cobra.Command{
-		Use: "logout SERVER", Short: "Forget a registry login", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return credentials.RemoveLogin(credentials.ConfigDir(), args[0])
-		},
-	}
 }

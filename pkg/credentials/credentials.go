@@ -1,9 +1,12 @@
 package credentials
 
 import (
+	"bufio"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/docker/cli/cli/config"
@@ -136,4 +139,17 @@ func EncodeHeader(ac types.AuthConfig) (string, error) {
 		return "", err
 	}
 	return base64.URLEncoding.EncodeToString(b), nil
+}
+
+// ReadPassword reads a password line (--password-stdin).
+func ReadPassword(r io.Reader) (string, error) {
+	pw, err := bufio.NewReader(r).ReadString('\n')
+	if err != nil && err != io.EOF {
+		return "", err
+	}
+	pw = strings.TrimRight(pw, "\r\n")
+	if pw == "" {
+		return "", errors.New("no password on standard input")
+	}
+	return pw, nil
 }

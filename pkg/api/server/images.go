@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	imagetypes "github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/api/types/jsonstream"
@@ -292,13 +293,19 @@ func (s *Server) saveImages(_ context.Context, w http.ResponseWriter, r *http.Re
 	return s.b.Images().Save(w, names)
 }
 
+// imageConfig finds an image and reads its config.
+func (s *Server) imageConfig(ref string) (*image.Image, *v1.ConfigFile, error) {
+	img, err := s.b.Images().Get(ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := s.b.Images().Config(img)
+	return img, cfg, err
+}
+
 func (s *Server) inspectImage(_ context.Context, w http.ResponseWriter, _ *http.Request, vars map[string]string) error {
 	store := s.b.Images()
-	img, err := store.Get(vars["name"])
-	if err != nil {
-		return err
-	}
-	cfg, err := store.Config(img)
+	img, cfg, err := s.imageConfig(vars["name"])
 	if err != nil {
 		return err
 	}
@@ -324,11 +331,7 @@ func (s *Server) inspectImage(_ context.Context, w http.ResponseWriter, _ *http.
 
 func (s *Server) imageHistory(_ context.Context, w http.ResponseWriter, _ *http.Request, vars map[string]string) error {
 	store := s.b.Images()
-	img, err := store.Get(vars["name"])
-	if err != nil {
-		return err
-	}
-	cfg, err := store.Config(img)
+	img, cfg, err := s.imageConfig(vars["name"])
 	if err != nil {
 		return err
 	}
