@@ -40,9 +40,11 @@ const parallelLayers = 3
 
 // Put stores img: its manifest and config blobs, each layer's compressed
 // blob and unpacked directory, then, in one transaction, the image and its
-// names. Nothing is recorded until every part is verified and durable, so
+// names. Nothing is recorded until every part is verified and in place, so
 // a failed or interrupted Put leaves no image; what it wrote is reused by
-// the next try or removed at the next New.
+// the next try or removed at the next New. The data reaches the disk in
+// the background; a crash of the machine before that removes the image at
+// the next New (durability.go).
 func (s *Store) Put(ctx context.Context, img v1.Image, opts PutOptions) (*Image, error) {
 	names := make([]string, len(opts.Names))
 	for i, n := range opts.Names {
@@ -85,6 +87,7 @@ func (s *Store) Put(ctx context.Context, img v1.Image, opts PutOptions) (*Image,
 		return nil, err
 	}
 	rec.Stored = time.Now().UTC()
+	rec.Pending = s.boot
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		images := tx.Bucket(imagesBucket)
 		if images.Get([]byte(rec.ID)) == nil {
@@ -105,6 +108,7 @@ func (s *Store) Put(ctx context.Context, img v1.Image, opts PutOptions) (*Image,
 	if err != nil {
 		return nil, fmt.Errorf("record image %s: %w", rec.ID, err)
 	}
+	s.requestFlush()
 	return s.Get(rec.ID.String())
 }
 
@@ -297,13 +301,12 @@ func (s *Store) fetchLayer(ctx context.Context, want Layer, l v1.Layer, lim unpa
 		return fail(err)
 	}
 	progress(Progress{ID: short, Status: "Download complete", Current: want.Size, Total: want.Size})
-	if err := blob.Commit(want.Digest, want.Size); err != nil {
-		return fail(err)
-	}
 	if st.DiffID != want.DiffID {
 		return fail(fmt.Errorf("content has diff ID %s, the config says %s: %w", st.DiffID, want.DiffID, errdefs.ErrInvalidArgument))
 	}
-	if err := syncTree(diffDir); err != nil {
+	// Not synced here: the layer is recorded pending and flushed in the
+	// background (durability.go).
+	if err := blob.CommitUnsynced(want.Digest, want.Size); err != nil {
 		return fail(err)
 	}
 	final := filepath.Dir(s.LayerDir(want.ChainID))
@@ -318,26 +321,13 @@ func (s *Store) fetchLayer(ctx context.Context, want Layer, l v1.Layer, lim unpa
 		if lb.Get([]byte(want.ChainID)) != nil {
 			return nil
 		}
-		return putJSON(lb, []byte(want.ChainID), layerRecord{ChainID: want.ChainID, DiffID: want.DiffID, Size: st.Size})
+		return putJSON(lb, []byte(want.ChainID), layerRecord{ChainID: want.ChainID, DiffID: want.DiffID, Size: st.Size, Pending: s.boot})
 	})
 	if err != nil {
 		return fail(err)
 	}
 	progress(Progress{ID: short, Status: "Pull complete"})
 	return nil
-}
-
-// syncTree flushes a freshly unpacked layer to disk before it is recorded,
-// so a crash cannot leave a recorded layer with missing content.
-func syncTree(dir string) error {
-	fd, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer fd.Close()
-	// syncfs flushes the whole filesystem at once: far cheaper than an
-	// fsync per file for layers of thousands of files.
-	return syncfs(int(fd.Fd()))
 }
 
 type progressReader struct {

@@ -33,6 +33,9 @@ type Image struct {
 	MediaType string        `json:"mediaType"` // of the manifest
 	Layers    []Layer       `json:"layers"`
 	Stored    time.Time     `json:"stored"`
+	// Pending is the boot ID under which the image was stored, until its
+	// data is known to be on disk (see durability.go).
+	Pending string `json:"pending,omitempty"`
 	// Names are the image's references (docker.io/library/busybox:latest),
 	// filled in from the names bucket when read.
 	Names []string `json:"-"`
@@ -54,8 +57,9 @@ type Layer struct {
 type layerRecord struct {
 	ChainID digest.Digest `json:"chainID"`
 	DiffID  digest.Digest `json:"diffID"`
-	Size    int64         `json:"size"` // bytes of its tar stream
-	Refs    int           `json:"refs"` // images using it
+	Size    int64         `json:"size"`              // bytes of its tar stream
+	Refs    int           `json:"refs"`              // images using it
+	Pending string        `json:"pending,omitempty"` // see Image.Pending
 }
 
 // Store holds images: blobs in a content store, layers unpacked once each
@@ -68,17 +72,27 @@ type Store struct {
 	mu       sync.Mutex
 	inflight map[digest.Digest]*layerCall // layers being unpacked
 	puts     int                          // Puts writing blobs they have not recorded yet
+
+	boot        string        // this boot's ID, for pending records
+	flushMu     sync.Mutex    // one Flush at a time
+	flushReq    chan struct{} // to the flusher goroutine
+	manualFlush bool
 }
 
 // New opens the image store under root, keeping its metadata in db (the
 // daemon's metadata.db). It removes what an interrupted pull, load or
-// removal left: partial layers in tmp/, layer directories no image uses.
-func New(root string, db *bolt.DB) (*Store, error) {
+// removal left: partial layers in tmp/, layer directories no image uses,
+// and images a crash of the machine may have lost (see durability.go).
+func New(root string, db *bolt.DB, opts ...Option) (*Store, error) {
 	cs, err := content.New(root)
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{root: root, content: cs, db: db, inflight: map[digest.Digest]*layerCall{}}
+	s := &Store{root: root, content: cs, db: db, inflight: map[digest.Digest]*layerCall{},
+		boot: readBootID(), flushReq: make(chan struct{}, 1)}
+	for _, o := range opts {
+		o(s)
+	}
 	if err := os.MkdirAll(s.layersDir(), 0o700); err != nil {
 		return nil, err
 	}
@@ -93,9 +107,14 @@ func New(root string, db *bolt.DB) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image store: %w", err)
 	}
+	if err := s.dropLost(); err != nil {
+		return nil, fmt.Errorf("image store: clean up after a crash: %w", err)
+	}
 	if err := s.collect(); err != nil {
 		return nil, fmt.Errorf("image store: clean up: %w", err)
 	}
+	go s.flusher()
+	s.requestFlush() // records a killed process left pending in this boot
 	return s, nil
 }
 

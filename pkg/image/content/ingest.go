@@ -7,7 +7,6 @@ import (
 
 	"github.com/containerd/errdefs"
 	digest "github.com/opencontainers/go-digest"
-	"golang.org/x/sys/unix"
 )
 
 // ErrDigestMismatch marks content that is not what its digest promised.
@@ -15,12 +14,11 @@ var ErrDigestMismatch = errors.New("content does not match its digest")
 
 // Ingest is a blob being written: Write it, then Commit or Abort.
 type Ingest struct {
-	s       *Store
-	f       *os.File
-	dg      digest.Digester
-	size    int64
-	flushed int64 // bytes whose writeback was started
-	done    bool
+	s    *Store
+	f    *os.File
+	dg   digest.Digester
+	size int64
+	done bool
 }
 
 // NewIngest starts writing a blob whose digest is known only at Commit.
@@ -36,17 +34,8 @@ func (w *Ingest) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)
 	w.dg.Hash().Write(p[:n])
 	w.size += int64(n)
-	if w.size-w.flushed >= writebackChunk {
-		// Start writeback of what is written so far, so that Commit's
-		// fsync has little left to wait for.
-		_ = unix.SyncFileRange(int(w.f.Fd()), w.flushed, w.size-w.flushed, unix.SYNC_FILE_RANGE_WRITE)
-		w.flushed = w.size
-	}
 	return n, err
 }
-
-// writebackChunk is how much an ingest writes between writeback starts.
-const writebackChunk = 8 << 20
 
 // Digest is the digest of what was written so far.
 func (w *Ingest) Digest() digest.Digest { return w.dg.Digest() }
@@ -57,6 +46,17 @@ func (w *Ingest) Size() int64 { return w.size }
 // Commit checks the content against want (and size, if >= 0), makes it
 // durable and moves it into place. The ingest is finished either way.
 func (w *Ingest) Commit(want digest.Digest, size int64) error {
+	return w.commit(want, size, true)
+}
+
+// CommitUnsynced is Commit without waiting for the disk: the caller makes
+// the blob durable later (a syncfs of the store's filesystem) and knows
+// what to drop if the machine crashes first.
+func (w *Ingest) CommitUnsynced(want digest.Digest, size int64) error {
+	return w.commit(want, size, false)
+}
+
+func (w *Ingest) commit(want digest.Digest, size int64, durable bool) error {
 	defer w.Abort()
 	if got := w.dg.Digest(); got != want {
 		return fmt.Errorf("blob %s: got %s: %w", want, got, ErrDigestMismatch)
@@ -64,8 +64,10 @@ func (w *Ingest) Commit(want digest.Digest, size int64) error {
 	if size >= 0 && size != w.size {
 		return fmt.Errorf("blob %s: %d bytes, want %d: %w", want, w.size, size, errdefs.ErrInvalidArgument)
 	}
-	if err := w.f.Sync(); err != nil {
-		return err
+	if durable {
+		if err := w.f.Sync(); err != nil {
+			return err
+		}
 	}
 	if err := w.f.Chmod(0o444); err != nil {
 		return err
@@ -74,6 +76,9 @@ func (w *Ingest) Commit(want digest.Digest, size int64) error {
 		return err
 	}
 	w.done = true
+	if !durable {
+		return nil
+	}
 	return syncDir(w.s.blobs)
 }
 

@@ -52,10 +52,6 @@ type Stats struct {
 	Compression Compression
 }
 
-// writebackMin is the size from which a written file's writeback starts
-// at once rather than at the next sync.
-const writebackMin = 64 << 10
-
 const (
 	whiteoutPrefix = ".wh."
 	opaqueWhiteout = ".wh..wh..opq"
@@ -375,11 +371,7 @@ func (u *unpacker) writeFile(dfd int, base string, hdr *tar.Header, r io.Reader)
 	if _, err := io.CopyN(f, r, hdr.Size); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
-	if hdr.Size >= writebackMin {
-		// Start writing it to disk now, in the background, so that the
-		// caller's final sync has little left to wait for.
-		_ = unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
-	}
+
 	// Owner before mode: chown clears the setuid and setgid bits.
 	if err := f.Chown(hdr.Uid, hdr.Gid); err != nil {
 		return err
