@@ -61,8 +61,14 @@ func New(cfg Config) (*Daemon, error) {
 	return d, nil
 }
 
-// Close releases the stores and the lock.
+// Close flushes pending image data to disk and releases the stores and
+// the lock.
 func (d *Daemon) Close() {
+	if d.images != nil {
+		if err := d.images.Flush(); err != nil {
+			slog.Warn("flush image data at shutdown", "err", err)
+		}
+	}
 	if d.db != nil {
 		d.db.Close()
 	}
