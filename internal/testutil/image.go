@@ -23,5 +23,6 @@ func ImageStore(t testing.TB, root string) *image.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { s.Close() }) // before the database closes: cleanups run last first
 	return s
 }

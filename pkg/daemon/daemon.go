@@ -65,7 +65,7 @@ func New(cfg Config) (*Daemon, error) {
 // the lock.
 func (d *Daemon) Close() {
 	if d.images != nil {
-		if err := d.images.Flush(); err != nil {
+		if err := d.images.Close(); err != nil {
 			slog.Warn("flush image data at shutdown", "err", err)
 		}
 	}

@@ -58,13 +58,27 @@ func (s *Store) requestFlush() {
 	}
 }
 
-// flusher runs flushes one at a time, for the store's lifetime.
+// flusher runs flushes one at a time, until Close.
 func (s *Store) flusher() {
-	for range s.flushReq {
-		if err := s.Flush(); err != nil {
-			slog.Warn("image store: flush pending data to disk", "err", err)
+	defer close(s.flusherDone)
+	for {
+		select {
+		case <-s.flushReq:
+			if err := s.Flush(); err != nil {
+				slog.Warn("image store: flush pending data to disk", "err", err)
+			}
+		case <-s.closing:
+			return
 		}
 	}
+}
+
+// Close stops the background flusher and flushes what is pending. The
+// database stays open: it belongs to the caller.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() { close(s.closing) })
+	<-s.flusherDone
+	return s.Flush()
 }
 
 // Flush makes every record pending now durable: it syncs the store's

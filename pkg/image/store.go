@@ -77,6 +77,9 @@ type Store struct {
 	flushMu     sync.Mutex    // one Flush at a time
 	flushReq    chan struct{} // to the flusher goroutine
 	manualFlush bool
+	closing     chan struct{}
+	closeOnce   sync.Once
+	flusherDone chan struct{}
 }
 
 // New opens the image store under root, keeping its metadata in db (the
@@ -89,7 +92,7 @@ func New(root string, db *bolt.DB, opts ...Option) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{root: root, content: cs, db: db, inflight: map[digest.Digest]*layerCall{},
-		boot: readBootID(), flushReq: make(chan struct{}, 1)}
+		boot: readBootID(), flushReq: make(chan struct{}, 1), closing: make(chan struct{}), flusherDone: make(chan struct{})}
 	for _, o := range opts {
 		o(s)
 	}
