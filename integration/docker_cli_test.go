@@ -6,8 +6,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berth-containers/berth/internal/testutil"
 )
@@ -19,6 +21,7 @@ func TestDockerCLIImages(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t)
 	reg := testutil.StartRegistry(t, testutil.RegistryOptions{Auth: true})
+	start := time.Now().Add(-time.Second).Unix()
 	if out := d.dockerOK(t, "version"); !strings.Contains(out, "Server: berth") || !strings.Contains(out, "1.47") {
 		t.Errorf("docker version:\n%s", out)
 	}
@@ -65,8 +68,17 @@ func TestDockerCLIImages(t *testing.T) {
 	if out := d.dockerOK(t, "load", "-i", archive); !strings.Contains(out, "Loaded image: "+ref) {
 		t.Errorf("docker load:\n%s", out)
 	}
+	if out := d.dockerOK(t, "system", "df"); !strings.Contains(out, "Images          1") {
+		t.Errorf("docker system df:\n%s", out)
+	}
 	if out := d.dockerOK(t, "image", "prune", "-a", "-f"); !strings.Contains(out, "deleted: sha256:") {
 		t.Errorf("docker image prune -a:\n%s", out)
+	}
+	events := d.dockerOK(t, "events", "--since", strconv.FormatInt(start, 10), "--until", strconv.FormatInt(time.Now().Unix()+1, 10), "--filter", "type=image")
+	for _, want := range []string{"image import", "image tag", "image push", "image untag", "image pull", "image save", "image load", "image delete"} {
+		if !strings.Contains(events, want) {
+			t.Errorf("docker events lacks %q:\n%s", want, events)
+		}
 	}
 	if out, err := d.docker(t, "", "pull", reg.Addr+"/no/such:image"); err == nil {
 		t.Errorf("pull of an unknown image succeeded:\n%s", out)

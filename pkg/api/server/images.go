@@ -200,6 +200,7 @@ func (s *Server) createImage(ctx context.Context, w http.ResponseWriter, r *http
 	key, _ := image.NormalizeName(ref)
 	st.send(jsonstream.Message{Status: "Digest: " + img.Manifest.String()})
 	st.send(jsonstream.Message{Status: "Status: Downloaded newer image for " + image.FamiliarName(key)})
+	s.imageEvent("pull", image.FamiliarName(key), image.FamiliarName(key))
 	return nil
 }
 
@@ -251,6 +252,7 @@ func (s *Server) importImage(ctx context.Context, w http.ResponseWriter, r *http
 		return err
 	}
 	newStream(w).send(jsonstream.Message{Status: img.ID.String()})
+	s.imageEvent("import", img.ID.String(), img.ID.String())
 	return nil
 }
 
@@ -266,6 +268,7 @@ func (s *Server) loadImages(ctx context.Context, w http.ResponseWriter, r *http.
 	}
 	st := newStream(w)
 	for _, img := range imgs {
+		s.imageEvent("load", img.ID.String(), img.ID.String())
 		if len(img.Names) == 0 {
 			st.send(jsonstream.Message{Stream: "Loaded image ID: " + img.ID.String() + "\n"})
 		}
@@ -290,7 +293,13 @@ func (s *Server) saveImages(_ context.Context, w http.ResponseWriter, r *http.Re
 		}
 	}
 	w.Header().Set("Content-Type", "application/x-tar")
-	return s.b.Images().Save(w, names)
+	if err := s.b.Images().Save(w, names); err != nil {
+		return err
+	}
+	for _, n := range names {
+		s.imageEvent("save", n, n)
+	}
+	return nil
 }
 
 // imageConfig finds an image and reads its config.
@@ -385,6 +394,7 @@ func (s *Server) pushImage(ctx context.Context, w http.ResponseWriter, r *http.R
 	aux, _ := json.Marshal(map[string]any{"Tag": tag, "Digest": d.String(), "Size": size})
 	raw := json.RawMessage(aux)
 	st.send(jsonstream.Message{Aux: &raw})
+	s.imageEvent("push", image.FamiliarName(repoOf(parsed))+":"+tag, image.FamiliarName(repoOf(parsed)))
 	return nil
 }
 
@@ -400,6 +410,10 @@ func (s *Server) tagImage(_ context.Context, w http.ResponseWriter, r *http.Requ
 	if err := s.b.Images().Tag(vars["name"], repo); err != nil {
 		return err
 	}
+	if img, err := s.b.Images().Get(repo); err == nil {
+		key, _ := image.NormalizeName(repo)
+		s.imageEvent("tag", img.ID.String(), image.FamiliarName(key))
+	}
 	w.WriteHeader(http.StatusCreated)
 	return nil
 }
@@ -413,9 +427,11 @@ func (s *Server) removeImage(_ context.Context, w http.ResponseWriter, r *http.R
 	out := []imagetypes.DeleteResponse{}
 	for _, n := range res.Untagged {
 		out = append(out, imagetypes.DeleteResponse{Untagged: image.FamiliarName(n)})
+		s.imageEvent("untag", image.FamiliarName(n), image.FamiliarName(n))
 	}
 	for _, d := range res.Deleted {
 		out = append(out, imagetypes.DeleteResponse{Deleted: d.String()})
+		s.imageEvent("delete", d.String(), d.String())
 	}
 	return writeJSON(w, http.StatusOK, out)
 }
@@ -435,9 +451,44 @@ func (s *Server) pruneImages(_ context.Context, w http.ResponseWriter, r *http.R
 	report := imagetypes.PruneReport{ImagesDeleted: []imagetypes.DeleteResponse{}}
 	for _, d := range deleted {
 		report.ImagesDeleted = append(report.ImagesDeleted, imagetypes.DeleteResponse{Deleted: d.String()})
+		s.imageEvent("delete", d.String(), d.String())
 	}
 	if after := store.LayersSize(); after < before {
 		report.SpaceReclaimed = uint64(before - after)
 	}
 	return writeJSON(w, http.StatusOK, report)
+}
+
+// diskUsage serves /system/df: images only until containers exist. It
+// answers in both shapes: the legacy one (LayersSize, Images, ...) that
+// API 1.47 clients read, and ImageUsage of newer versions.
+func (s *Server) diskUsage(_ context.Context, w http.ResponseWriter, _ *http.Request, _ map[string]string) error {
+	store := s.b.Images()
+	imgs, err := store.List()
+	if err != nil {
+		return err
+	}
+	items := []imagetypes.Summary{}
+	var reclaimable, active int64
+	for _, img := range imgs {
+		tags, digests := familiar(img.Names)
+		u := store.Usage(img)
+		sum := imagetypes.Summary{ID: img.ID.String(), RepoTags: tags, RepoDigests: digests,
+			Size: u.Size, SharedSize: u.Shared, Containers: 0, Labels: map[string]string{}}
+		if cfg, err := store.Config(img); err == nil {
+			sum.Created = cfg.Created.Unix()
+		}
+		if s.inUse(img.ID) {
+			sum.Containers = 1
+			active++
+		} else {
+			reclaimable += u.Size - u.Shared
+		}
+		items = append(items, sum)
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{
+		"LayersSize": store.LayersSize(), "Images": items,
+		"Containers": []any{}, "Volumes": []any{}, "BuildCache": []any{},
+		"ImageUsage": imagetypes.DiskUsage{ActiveCount: active, TotalCount: int64(len(items)), Items: items, Reclaimable: reclaimable},
+	})
 }

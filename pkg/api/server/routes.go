@@ -29,6 +29,8 @@ func (s *Server) routes() []route {
 		{"HEAD", "/_ping", s.ping},
 		{"GET", "/version", s.version},
 		{"GET", "/info", s.info},
+		{"GET", "/system/df", s.diskUsage},
+		{"GET", "/events", s.events},
 		{"POST", "/auth", s.auth},
 		{"GET", "/images/json", s.listImages},
 		{"POST", "/images/create", s.createImage},

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"github.com/moby/moby/api/types/events"
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/berth-containers/berth/pkg/image"
@@ -23,9 +24,17 @@ type Backend interface {
 type Server struct {
 	b             Backend
 	daemonVersion string
+	eventBus      *Events
 }
 
 // New returns a server for b, reporting version as the daemon's.
-func New(b Backend, version string) *Server { return &Server{b: b, daemonVersion: version} }
+func New(b Backend, version string) *Server {
+	return &Server{b: b, daemonVersion: version, eventBus: NewEvents()}
+}
+
+// imageEvent publishes an image event, naming the image as docker does.
+func (s *Server) imageEvent(action events.Action, id, name string) {
+	s.eventBus.Publish(events.ImageEventType, action, id, map[string]string{"name": name})
+}
 
 func (s *Server) inUse(id digest.Digest) bool { return s.b.ImageInUse(id) }
