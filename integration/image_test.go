@@ -9,7 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/api/types/container"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/berth-containers/berth/internal/testutil"
+	"github.com/berth-containers/berth/pkg/daemon"
 	"github.com/berth-containers/berth/pkg/image"
 	"github.com/berth-containers/berth/pkg/image/diff"
 	"github.com/berth-containers/berth/pkg/image/registry"
@@ -68,6 +72,12 @@ func TestRunFromPulledImage(t *testing.T) {
 // removed at cleanup) and returns its output; it fails on a non-zero exit.
 func runImage(t *testing.T, s *image.Store, img *image.Image, args ...string) string {
 	t.Helper()
+	return runImageSpec(t, s, img, func(rootfs string) (*specs.Spec, error) { return runtime.DefaultSpec(rootfs, args...) })
+}
+
+// runImageSpec is runImage with the spec built by build for the mounted rootfs.
+func runImageSpec(t *testing.T, s *image.Store, img *image.Image, build func(rootfs string) (*specs.Spec, error)) string {
+	t.Helper()
 	ctx := context.Background()
 	drv := snapshot.Default()
 	snap := filepath.Join(t.TempDir(), "snap")
@@ -81,7 +91,7 @@ func runImage(t *testing.T, s *image.Store, img *image.Image, args ...string) st
 		}
 	})
 	bundle := t.TempDir()
-	spec, err := runtime.DefaultSpec(mounted, args...)
+	spec, err := build(mounted)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,4 +129,42 @@ func runImage(t *testing.T, s *image.Store, img *image.Image, args ...string) st
 		t.Fatalf("exit %d (%v), output %q", code, err, out)
 	}
 	return string(out)
+}
+
+// TestContainerSpecRuns: a spec made by daemon.ContainerSpec from an
+// image's config and a HostConfig (memory limit, read-only bind, read-only
+// root, no capabilities) runs, and each setting holds inside.
+func TestContainerSpecRuns(t *testing.T) {
+	testutil.RequiresRoot(t)
+	t.Parallel()
+	ctx := context.Background()
+	s := newImageStore(t)
+	img, err := s.Import(ctx, busyboxTar(t), image.ImportOptions{Names: []string{"berth/busybox"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := s.Config(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := t.TempDir()
+	if err := os.WriteFile(filepath.Join(data, "hello"), []byte("from the host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := "cat /data/hello; touch /x 2>/dev/null || echo root-ro; touch /data/y 2>/dev/null || echo bind-ro; " +
+		"grep CapEff /proc/self/status; cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"
+	rc, err := image.RunConfigOf(cfg, image.Overrides{Cmd: []string{"sh", "-c", script}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &container.HostConfig{Resources: container.Resources{Memory: 32 << 20}, Binds: []string{data + ":/data:ro"},
+		ReadonlyRootfs: true, CapDrop: []string{"ALL"}, NetworkMode: "none"}
+	out := runImageSpec(t, s, img, func(rootfs string) (*specs.Spec, error) {
+		return daemon.ContainerSpec(rootfs, rc, &container.Config{}, hc)
+	})
+	want := []string{"from the host", "root-ro", "bind-ro", "CapEff:\t0000000000000000", "33554432"}
+	got := strings.Split(strings.TrimSpace(out), "\n")
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("output %q, want %q", got, want)
+	}
 }
