@@ -1,13 +1,16 @@
 package integration
 
 import (
+	"context"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -129,5 +132,56 @@ func TestAPIBadRequests(t *testing.T) {
 	second := exec.Command(testutil.Build(t, "./cmd/daemon", false), "--root", d.root, "-H", "unix://"+d.sock+"2", "--config-file", os.DevNull)
 	if out, err := second.CombinedOutput(); err == nil || !strings.Contains(string(out), "another berthd") {
 		t.Errorf("a second daemon on the same root: %v %s", err, out)
+	}
+}
+
+// TestSocketActivation: berthd -H fd:// serves on a socket it inherits,
+// as systemd passes it (LISTEN_PID, LISTEN_FDS, fd 3).
+func TestSocketActivation(t *testing.T) {
+	testutil.RequiresRoot(t)
+	t.Parallel()
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "activated.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ul := l.(*net.UnixListener)
+	ul.SetUnlinkOnClose(false)
+	f, err := ul.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=berth.socket exec "$0" "$@"`,
+		testutil.Build(t, "./cmd/daemon", false), "--root", filepath.Join(dir, "root"), "-H", "fd://", "--config-file", os.DevNull)
+	cmd.ExtraFiles = []*os.File{f}
+	var log strings.Builder
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	})
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	var resp *http.Response
+	for range 100 {
+		if resp, err = c.Get("http://berth/_ping"); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("ping over the activated socket: %v\n%s", err, log.String())
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "OK" {
+		t.Errorf("_ping: %q", b)
 	}
 }

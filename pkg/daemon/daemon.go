@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	digest "github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
@@ -32,6 +33,8 @@ type Daemon struct {
 	images   *image.Store
 	registry *registry.Client
 	snapshot snapshot.Driver
+	// activated are the sockets systemd passed, by name, not yet used.
+	activated map[string][]net.Listener
 }
 
 // New takes the root's lock and opens the stores.
@@ -123,8 +126,8 @@ func (d *Daemon) Serve(ctx context.Context, version string) error {
 }
 
 // listen opens one -H address: unix://PATH (mode 0660, owned by root and
-// the configured group) or tcp://ADDR, which without TLS is allowed on
-// loopback only.
+// the configured group), fd:// (sockets passed by systemd socket
+// activation) or tcp://ADDR, which without TLS is allowed on loopback only.
 func (d *Daemon) listen(host string) (net.Listener, error) {
 	proto, addr, ok := strings.Cut(host, "://")
 	if !ok {
@@ -133,6 +136,8 @@ func (d *Daemon) listen(host string) (net.Listener, error) {
 	switch proto {
 	case "unix":
 		return d.listenUnix(addr)
+	case "fd":
+		return d.listenFD(addr)
 	case "tcp":
 		h, _, err := net.SplitHostPort(addr)
 		if err != nil {
@@ -144,6 +149,26 @@ func (d *Daemon) listen(host string) (net.Listener, error) {
 		return net.Listen("tcp", addr)
 	}
 	return nil, fmt.Errorf("host %q: unknown protocol %q", host, proto)
+}
+
+// listenFD takes a socket systemd passed (LISTEN_FDS): fd:// is the
+// first, fd://NAME the one named NAME (FileDescriptorName=).
+func (d *Daemon) listenFD(name string) (net.Listener, error) {
+	if d.activated == nil {
+		ls, err := activation.ListenersWithNames()
+		if err != nil {
+			return nil, fmt.Errorf("fd://: %w", err)
+		}
+		d.activated = ls
+	}
+	for n, ls := range d.activated {
+		if (name == "" || name == n) && len(ls) > 0 {
+			l := ls[0]
+			d.activated[n] = ls[1:]
+			return l, nil
+		}
+	}
+	return nil, fmt.Errorf("fd://%s: no socket passed by systemd (LISTEN_FDS) left for it", name)
 }
 
 func (d *Daemon) listenUnix(path string) (net.Listener, error) {
