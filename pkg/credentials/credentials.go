@@ -2,8 +2,6 @@ package credentials
 
 import (
 	"bufio"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +12,8 @@ import (
 	"github.com/docker/cli/cli/config/types"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/moby/moby/api/pkg/authconfig"
+	"github.com/moby/moby/api/types/registry"
 )
 
 // dockerHubKey is the key the Docker CLI files Docker Hub's login under.
@@ -134,11 +134,8 @@ func Header(dir, ref string) (string, error) {
 
 // EncodeHeader encodes a login as an X-Registry-Auth value.
 func EncodeHeader(ac types.AuthConfig) (string, error) {
-	b, err := json.Marshal(ac)
-	if err != nil {
-		return "", err
-	}
-	return base64.URLEncoding.EncodeToString(b), nil
+	return authconfig.Encode(registry.AuthConfig{Username: ac.Username, Password: ac.Password, Auth: ac.Auth,
+		ServerAddress: ac.ServerAddress, IdentityToken: ac.IdentityToken, RegistryToken: ac.RegistryToken})
 }
 
 // ReadPassword reads a password line (--password-stdin).

@@ -2,14 +2,13 @@ package server
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"net/http"
 	"os"
 	goruntime "runtime"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/moby/moby/api/pkg/authconfig"
 	"github.com/moby/moby/api/types/registry"
 	"github.com/moby/moby/api/types/system"
 	"golang.org/x/sys/unix"
@@ -114,15 +113,9 @@ func registryAuth(r *http.Request) (authn.Authenticator, error) {
 	if h == "" {
 		return authn.Anonymous, nil
 	}
-	raw, err := base64.URLEncoding.DecodeString(h)
+	ac, err := authconfig.Decode(h)
 	if err != nil {
-		if raw, err = base64.RawURLEncoding.DecodeString(h); err != nil {
-			return nil, errBadRequestf("X-Registry-Auth: not base64")
-		}
-	}
-	var ac registry.AuthConfig
-	if err := json.Unmarshal(raw, &ac); err != nil {
 		return nil, errBadRequestf("X-Registry-Auth: %v", err)
 	}
-	return authenticator(ac), nil
+	return authenticator(*ac), nil
 }
