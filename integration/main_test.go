@@ -13,6 +13,9 @@ func TestMain(m *testing.M) {
 	if runtime.IsInit() {
 		runtime.Init()
 	}
+	if os.Getenv(launchShimEnv) != "" {
+		launchShimAndExit()
+	}
 	code := m.Run()
 	testutil.RemoveBuilds()
 	os.Exit(code)

@@ -12,12 +12,16 @@ import (
 
 	"github.com/berth-containers/berth/internal/version"
 	"github.com/berth-containers/berth/pkg/runtime"
+	"github.com/berth-containers/berth/pkg/shim"
 )
 
 func main() {
-	// The private re-exec entry point comes first, before flags or goroutines.
+	// The private re-exec entry points come first, before flags or goroutines.
 	if runtime.IsInit() {
 		runtime.Init()
+	}
+	if len(os.Args) == 3 && os.Args[1] == shim.Arg {
+		os.Exit(shim.Run(os.Args[2]))
 	}
 	var serve serveFlags
 	root := &cobra.Command{

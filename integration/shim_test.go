@@ -1,0 +1,168 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/berth-containers/berth/internal/testutil"
+	"github.com/berth-containers/berth/pkg/logs"
+	"github.com/berth-containers/berth/pkg/runtime"
+	"github.com/berth-containers/berth/pkg/shim"
+)
+
+// shimFixture is a bundle and a shim directory for one container.
+func shimFixture(t *testing.T, args ...string) (string, shim.Config) {
+	t.Helper()
+	testutil.RequiresRoot(t)
+	dir := t.TempDir()
+	bundle := filepath.Join(dir, "bundle")
+	testutil.Rootfs(t, filepath.Join(bundle, "rootfs"))
+	spec, err := runtime.DefaultSpec("rootfs", args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	spec.Linux.CgroupsPath = "/berth-itest-shim/" + id
+	testutil.WriteSpec(t, bundle, spec)
+	t.Cleanup(func() {
+		for _, d := range mustGlob("/sys/fs/cgroup/*/berth-itest-shim") {
+			os.Remove(d)
+		}
+	})
+	return dir, shim.Config{ID: id, Bundle: bundle, RuntimeRoot: filepath.Join(dir, "runtime"),
+		LogPath: filepath.Join(dir, id+"-json.log"), LogMaxSize: 1 << 20, LogMaxFiles: 2}
+}
+
+func waitExit(t *testing.T, dir string) *shim.Exit {
+	t.Helper()
+	for range 500 {
+		e, err := shim.ReadExit(dir)
+		if err == nil {
+			return e
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("no exit.json after 10 s")
+	return nil
+}
+
+// TestShimRunsAndLogs: the shim starts the container in a session of its
+// own, logs stdout and stderr in json-file format and records the exit.
+func TestShimRunsAndLogs(t *testing.T) {
+	t.Parallel()
+	dir, cfg := shimFixture(t, "sh", "-c", "echo out; echo err >&2; sleep 0.3; exit 3")
+	pid, err := shim.Start(testutil.Build(t, "./cmd/daemon", false), dir, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		t.Fatalf("container pid %d: %v", pid, err)
+	}
+	ppid := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))[1]
+	shimStat, _ := os.ReadFile("/proc/" + ppid + "/stat")
+	f := strings.Fields(string(shimStat[strings.LastIndexByte(string(shimStat), ')')+2:]))
+	if f[3] != ppid { // session id == the shim's pid: setsid
+		t.Errorf("shim %s is in session %s, want its own", ppid, f[3])
+	}
+	e := waitExit(t, dir)
+	if e.ExitCode != 3 || e.Error != "" {
+		t.Errorf("exit %+v, want code 3", e)
+	}
+	var got []string
+	if err := logs.Read(context.Background(), cfg.LogPath, logs.ReadOptions{Tail: -1}, func(en logs.Entry) error {
+		got = append(got, en.Stream+":"+strings.TrimSpace(en.Log))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != "stdout:out,stderr:err" && strings.Join(got, ",") != "stderr:err,stdout:out" {
+		t.Errorf("log %v", got)
+	}
+	if ids, _ := os.ReadDir(cfg.RuntimeRoot); len(ids) > 1 { // .seccomp may stay
+		t.Errorf("runtime state left: %v", ids)
+	}
+}
+
+// TestShimStartFailure: a container that cannot start (missing binary)
+// makes Start return the runtime's error, and nothing keeps running.
+func TestShimStartFailure(t *testing.T) {
+	t.Parallel()
+	dir, cfg := shimFixture(t, "/no/such/binary")
+	_, err := shim.Start(testutil.Build(t, "./cmd/daemon", false), dir, cfg)
+	if err == nil || !strings.Contains(err.Error(), "/no/such/binary") {
+		t.Fatalf("start of a missing binary: %v", err)
+	}
+	e := waitExit(t, dir)
+	if e.ExitCode != 255 || !strings.Contains(e.Error, "/no/such/binary") {
+		t.Errorf("exit %+v", e)
+	}
+}
+
+// launchShimEnv makes this test binary a short-lived launcher: it starts
+// a shim, prints the container's pid and exits, as a berthd killed right
+// after starting a container would.
+const launchShimEnv = "BERTH_TEST_LAUNCH_SHIM"
+
+func launchShimAndExit() {
+	var req struct {
+		Exe, Dir string
+		Cfg      shim.Config
+	}
+	if err := json.Unmarshal([]byte(os.Getenv(launchShimEnv)), &req); err != nil {
+		fmt.Println("error:", err)
+		os.Exit(2)
+	}
+	pid, err := shim.Start(req.Exe, req.Dir, req.Cfg)
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	fmt.Println(pid)
+	os.Exit(0)
+}
+
+// TestContainerOutlivesLauncher: the process that started the shim exits
+// (as a berthd killed with -9 would); the container keeps running, its log
+// keeps growing, and its exit is still recorded.
+func TestContainerOutlivesLauncher(t *testing.T) {
+	t.Parallel()
+	dir, cfg := shimFixture(t, "sh", "-c", "for i in 1 2 3 4 5; do echo tick $i; sleep 0.2; done; exit 7")
+	req, _ := json.Marshal(map[string]any{"Exe": testutil.Build(t, "./cmd/daemon", false), "Dir": dir, "Cfg": cfg})
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), launchShimEnv+"="+string(req))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("launcher: %v %s", err, out)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("launcher said %q", out)
+	}
+	// The launcher is gone; the container must still be alive.
+	if err := syscall.Kill(pid, 0); err != nil {
+		t.Fatalf("container %d died with its launcher: %v", pid, err)
+	}
+	e := waitExit(t, dir)
+	if e.ExitCode != 7 {
+		t.Errorf("exit %+v, want 7", e)
+	}
+	n := 0
+	_ = logs.Read(context.Background(), cfg.LogPath, logs.ReadOptions{Tail: -1}, func(logs.Entry) error { n++; return nil })
+	if n != 5 {
+		t.Errorf("%d log lines, want 5", n)
+	}
+}
