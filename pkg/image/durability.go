@@ -169,12 +169,7 @@ func (s *Store) dropLost() error {
 			if err != nil {
 				continue
 			}
-			for _, n := range img.Names {
-				if err := tx.Bucket(namesBucket).Delete([]byte(n)); err != nil {
-					return err
-				}
-			}
-			if _, err := deleteImage(tx, img); err != nil {
+			if _, err := purgeImage(tx, img); err != nil {
 				return err
 			}
 		}
@@ -205,12 +200,7 @@ func (s *Store) dropLost() error {
 			return err
 		}
 		for _, img := range victims {
-			for _, n := range img.Names {
-				if err := tx.Bucket(namesBucket).Delete([]byte(n)); err != nil {
-					return err
-				}
-			}
-			if _, err := deleteImage(tx, img); err != nil {
+			if _, err := purgeImage(tx, img); err != nil {
 				return err
 			}
 		}

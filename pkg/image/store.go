@@ -473,6 +473,16 @@ func (s *Store) Remove(ref string, opts RemoveOptions) (Removed, error) {
 	return res, s.release(freeLayers)
 }
 
+// purgeImage drops img's names, then the image as deleteImage does.
+func purgeImage(tx *bolt.Tx, img *Image) ([]digest.Digest, error) {
+	for _, n := range img.Names {
+		if err := tx.Bucket(namesBucket).Delete([]byte(n)); err != nil {
+			return nil, err
+		}
+	}
+	return deleteImage(tx, img)
+}
+
 // deleteImage drops img's record and its layer references, returning the
 // layers no image uses any more.
 func deleteImage(tx *bolt.Tx, img *Image) ([]digest.Digest, error) {
@@ -574,12 +584,7 @@ func (s *Store) Prune(all bool, inUse func(digest.Digest) bool) ([]digest.Digest
 			return err
 		}
 		for _, img := range victims {
-			for _, n := range img.Names {
-				if err := tx.Bucket(namesBucket).Delete([]byte(n)); err != nil {
-					return err
-				}
-			}
-			f, err := deleteImage(tx, img)
+			f, err := purgeImage(tx, img)
 			if err != nil {
 				return err
 			}
