@@ -30,7 +30,10 @@ func snapshot(t *testing.T) leakSnapshot {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return leakSnapshot{fds: len(fds), mounts: strings.Count(string(mi), "\n"), zombies: zombies(t)}
+	// Only mounts under this test's directories: tests running beside it
+	// mount and unmount their own.
+	mounts := strings.Count(string(mi), os.TempDir()+"/"+strings.SplitN(t.Name(), "/", 2)[0])
+	return leakSnapshot{fds: len(fds), mounts: mounts, zombies: zombies(t)}
 }
 
 // zombies counts this process's children that exited and were not reaped.

@@ -19,7 +19,8 @@ type Driver interface {
 	// Name is "overlay" or "copy".
 	Name() string
 	// Mount makes dir/rootfs the union of layers (lowest first) under a
-	// writable layer of its own, and returns dir/rootfs.
+	// writable layer of its own, and returns dir/rootfs. Mounting what is
+	// mounted already returns it as it is.
 	Mount(layers []string, dir string) (string, error)
 	// Unmount releases dir/rootfs; the writable layer stays until dir is
 	// removed. Unmounting what is not mounted is no error.
@@ -63,6 +64,9 @@ func (Overlay) Name() string { return "overlay" }
 
 func (Overlay) Mount(layers []string, dir string) (string, error) {
 	upper, work, rootfs := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), rootfsOf(dir)
+	if mounted(dir, rootfs) {
+		return rootfs, nil
+	}
 	for _, d := range []string{upper, work, rootfs} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return "", err
@@ -114,6 +118,15 @@ func mountOverlay(layers []string, upper, work, target string) error {
 	}
 	defer unix.Close(mfd)
 	return unix.MoveMount(mfd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH)
+}
+
+// mounted reports whether a filesystem other than dir's is mounted at rootfs.
+func mounted(dir, rootfs string) bool {
+	var a, b unix.Stat_t
+	if unix.Stat(dir, &a) != nil || unix.Stat(rootfs, &b) != nil {
+		return false
+	}
+	return a.Dev != b.Dev
 }
 
 func mountOverlayLegacy(layers []string, upper, work, target string) error {

@@ -91,6 +91,10 @@ func TestConformance(t *testing.T) {
 			if rootfs, err = d.Mount(layers, dir); err != nil {
 				t.Fatal(err)
 			}
+			// Mounting a mounted snapshot is a no-op: one Unmount releases it.
+			if again, err := d.Mount(layers, dir); err != nil || again != rootfs {
+				t.Fatalf("second mount: %q, %v", again, err)
+			}
 			if got, want := view(t, rootfs), "dir/ dir/new=n etc/ etc/new=w lib->usr/lib usr/ usr/lib/ usr/lib/libc=c"; got != want {
 				t.Errorf("after remount\n got %s\nwant %s", got, want)
 			}
