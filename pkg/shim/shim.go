@@ -1,7 +1,6 @@
 package shim
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,13 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/berth-containers/berth/internal/atomicfile"
-	"github.com/berth-containers/berth/pkg/logs"
-	"github.com/berth-containers/berth/pkg/runtime"
 )
 
 // Arg is argv[1] of the shim re-exec; never a user verb.
@@ -29,6 +25,14 @@ type Config struct {
 	LogPath     string `json:"logPath"`
 	LogMaxSize  int64  `json:"logMaxSize,omitempty"`
 	LogMaxFiles int    `json:"logMaxFiles,omitempty"`
+	// Tty: the spec asks for a terminal; the shim holds its pty master.
+	Tty bool `json:"tty,omitempty"`
+	// OpenStdin gives the container a stdin pipe that attach feeds;
+	// StdinOnce closes it when the first attached stdin ends.
+	OpenStdin bool `json:"openStdin,omitempty"`
+	StdinOnce bool `json:"stdinOnce,omitempty"`
+	// Unmount is unmounted once the container ended (its root filesystem).
+	Unmount string `json:"unmount,omitempty"`
 }
 
 // Exit is a finished container's status, in DIR/exit.json.
@@ -42,53 +46,115 @@ type Exit struct {
 const (
 	configFile = "shim.json"
 	exitFile   = "exit.json"
-	statusFd   = 3
+	socketFile = "shim.sock"
+	statusFd   = 3 // shim -> daemon: JSON status lines
+	goFd       = 4 // daemon -> shim: one byte lets the container start
 )
 
+// status is one line on the status pipe: first after the runtime's create
+// (Pid or Error), then after its start (Started or Error).
 type status struct {
-	Pid   int    `json:"pid,omitempty"`
-	Error string `json:"error,omitempty"`
+	Pid     int    `json:"pid,omitempty"`
+	Started bool   `json:"started,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
-// Start launches the shim for the container described by cfg, with its
-// files in dir, and returns once the container runs (its pid) or failed to
-// start (the runtime's error). exe is berthd's binary.
-func Start(exe, dir string, cfg Config) (int, error) {
+// Launch is a shim whose container is created but not yet started, so that
+// attach clients can connect before it writes anything.
+type Launch struct {
+	pid        int
+	status     *json.Decoder
+	r, release *os.File
+}
+
+// Create launches the shim for the container described by cfg, with its
+// files in dir, and returns once the runtime created the container (or
+// failed to: its error). exe is berthd's binary. Call Start or Abort.
+func Create(exe, dir string, cfg Config) (*Launch, error) {
 	b, err := json.Marshal(cfg)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	if err := atomicfile.Write(filepath.Join(dir, configFile), func(w io.Writer) error { _, err := w.Write(b); return err }); err != nil {
-		return 0, err
+		return nil, err
 	}
 	os.Remove(filepath.Join(dir, exitFile))
-	r, w, err := os.Pipe()
+	statusR, statusW, err := os.Pipe()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	defer r.Close()
+	goR, goW, err := os.Pipe()
+	if err != nil {
+		statusR.Close()
+		statusW.Close()
+		return nil, err
+	}
 	cmd := exec.Command(exe, Arg, dir)
-	cmd.ExtraFiles = []*os.File{w}
+	cmd.ExtraFiles = []*os.File{statusW, goR}
 	// Its own session: the shim and the container live on when berthd
 	// stops, and a terminal's signals to berthd do not reach them.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Dir = "/"
-	if err := cmd.Start(); err != nil {
-		w.Close()
-		return 0, fmt.Errorf("start shim: %w", err)
+	err = cmd.Start()
+	statusW.Close()
+	goR.Close()
+	if err != nil {
+		statusR.Close()
+		goW.Close()
+		return nil, fmt.Errorf("start shim: %w", err)
 	}
-	w.Close()
 	// Reap the shim when it ends; berthd learns the container's end from
-	// exit.json, not from this.
+	// the shim's socket and exit.json, not from this.
 	go func() { _ = cmd.Wait() }()
+	l := &Launch{status: json.NewDecoder(statusR), r: statusR, release: goW}
 	var st status
-	if err := json.NewDecoder(r).Decode(&st); err != nil {
-		return 0, fmt.Errorf("shim for %s died before reporting: %w", cfg.ID, err)
+	if err := l.status.Decode(&st); err != nil {
+		l.close()
+		return nil, fmt.Errorf("shim for %s died before reporting: %w", cfg.ID, err)
 	}
 	if st.Error != "" {
-		return 0, errors.New(st.Error)
+		l.close()
+		return nil, errors.New(st.Error)
 	}
-	return st.Pid, nil
+	l.pid = st.Pid
+	return l, nil
+}
+
+// Pid is the container's process.
+func (l *Launch) Pid() int { return l.pid }
+
+// Start lets the container's process run and returns once it does.
+func (l *Launch) Start() error {
+	defer l.close()
+	if _, err := l.release.Write([]byte{1}); err != nil {
+		return fmt.Errorf("start: shim gone: %w", err)
+	}
+	var st status
+	if err := l.status.Decode(&st); err != nil {
+		return fmt.Errorf("start: shim died before reporting: %w", err)
+	}
+	if st.Error != "" {
+		return errors.New(st.Error)
+	}
+	return nil
+}
+
+// Abort tells the shim not to start the container: it deletes it and ends.
+func (l *Launch) Abort() { l.close() }
+
+func (l *Launch) close() {
+	l.r.Close()
+	l.release.Close()
+}
+
+// Start creates and starts the container through a new shim, and returns
+// the container's pid.
+func Start(exe, dir string, cfg Config) (int, error) {
+	l, err := Create(exe, dir, cfg)
+	if err != nil {
+		return 0, err
+	}
+	return l.pid, l.Start()
 }
 
 // ReadExit returns the recorded exit of the container in dir, or an
@@ -100,92 +166,4 @@ func ReadExit(dir string) (*Exit, error) {
 	}
 	var e Exit
 	return &e, json.Unmarshal(b, &e)
-}
-
-// Run is the shim's main: it never returns an error to a caller that
-// could show it, so it reports on the status pipe or in exit.json.
-func Run(dir string) int {
-	statusW := os.NewFile(statusFd, "status")
-	report := func(st status) {
-		if statusW != nil {
-			_ = json.NewEncoder(statusW).Encode(st)
-			statusW.Close()
-			statusW = nil
-		}
-	}
-	exit, err := run(dir, func(pid int) { report(status{Pid: pid}) })
-	if err != nil {
-		report(status{Error: err.Error()})
-		exit = &Exit{ExitCode: 255, Error: err.Error(), FinishedAt: time.Now().UTC()}
-	}
-	b, _ := json.Marshal(exit)
-	if werr := atomicfile.Write(filepath.Join(dir, exitFile), func(w io.Writer) error { _, err := w.Write(b); return err }); werr != nil {
-		return 1
-	}
-	return 0
-}
-
-func run(dir string, started func(pid int)) (*Exit, error) {
-	b, err := os.ReadFile(filepath.Join(dir, configFile))
-	if err != nil {
-		return nil, err
-	}
-	var cfg Config
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return nil, fmt.Errorf("%s: %w", configFile, err)
-	}
-	rt, err := runtime.New(cfg.RuntimeRoot)
-	if err != nil {
-		return nil, err
-	}
-	log, err := logs.Open(cfg.LogPath, cfg.LogMaxSize, cfg.LogMaxFiles)
-	if err != nil {
-		return nil, err
-	}
-	defer log.Close()
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		return nil, err
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		return nil, err
-	}
-	var copiers sync.WaitGroup
-	for stream, r := range map[string]*os.File{"stdout": outR, "stderr": errR} {
-		copiers.Add(1)
-		go func() {
-			defer copiers.Done()
-			defer r.Close()
-			_ = log.Copy(stream, r)
-		}()
-	}
-	ctx := context.Background()
-	c, err := rt.Create(ctx, cfg.ID, cfg.Bundle, runtime.WithStdio(nil, outW, errW))
-	// The container holds its own copies; the log ends when it exits.
-	outW.Close()
-	errW.Close()
-	if err != nil {
-		copiers.Wait()
-		return nil, err
-	}
-	if err := c.Start(ctx); err != nil {
-		_ = c.Delete(ctx, true)
-		copiers.Wait()
-		return nil, err
-	}
-	started(c.Pid())
-	code, err := c.Wait(ctx)
-	copiers.Wait()
-	exit := &Exit{ExitCode: code, FinishedAt: time.Now().UTC()}
-	if st, serr := c.State(); serr == nil {
-		exit.OOMKilled = st.OOMKilled
-	}
-	if err != nil {
-		exit.Error = err.Error()
-	}
-	if err := c.Delete(ctx, true); err != nil && exit.Error == "" {
-		exit.Error = "delete: " + err.Error()
-	}
-	return exit, nil
 }

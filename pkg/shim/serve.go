@@ -1,0 +1,395 @@
+package shim
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-containers/berth/internal/atomicfile"
+	"github.com/berth-containers/berth/pkg/logs"
+	"github.com/berth-containers/berth/pkg/runtime"
+)
+
+// Run is the shim's main: "berthd __berth_shim DIR". It never returns an
+// error to a caller that could show it, so it reports on the status pipe
+// or in exit.json.
+func Run(dir string) int {
+	statusW := os.NewFile(statusFd, "status")
+	release := os.NewFile(goFd, "release")
+	enc := json.NewEncoder(statusW)
+	report := func(st status) { _ = enc.Encode(st) }
+	s := &server{dir: dir, attachers: map[*attacher]struct{}{}}
+	exit, err := s.run(report, release)
+	if err != nil {
+		report(status{Error: err.Error()})
+		exit = &Exit{ExitCode: 255, Error: err.Error(), FinishedAt: time.Now().UTC()}
+	}
+	statusW.Close()
+	// The runtime state and the mount go before exit.json is written: once
+	// it is, the daemon may start the container again. Until then the
+	// shim's socket says it runs.
+	if s.cleanup != nil {
+		s.cleanup()
+	}
+	b, _ := json.Marshal(exit)
+	werr := atomicfile.Write(filepath.Join(dir, exitFile), func(w io.Writer) error { _, err := w.Write(b); return err })
+	s.finish()
+	if werr != nil {
+		return 1
+	}
+	return 0
+}
+
+// server is the shim's state: the container, its stdio and the clients of
+// its socket.
+type server struct {
+	dir string
+	cfg Config
+	ln  net.Listener
+	log *logs.Writer
+
+	mu        sync.Mutex
+	attachers map[*attacher]struct{}
+	waiters   []net.Conn
+	stdin     io.WriteCloser // the stdin pipe or the pty master; nil without
+	console   *os.File
+	cleanup   func()
+	drained   sync.WaitGroup // attachers still writing
+}
+
+func (s *server) run(report func(status), release *os.File) (*Exit, error) {
+	b, err := os.ReadFile(filepath.Join(s.dir, configFile))
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, &s.cfg); err != nil {
+		return nil, fmt.Errorf("%s: %w", configFile, err)
+	}
+	cfg := s.cfg
+	// The socket is bound by a relative name: DIR may be longer than a
+	// socket address allows.
+	if err := os.Chdir(s.dir); err != nil {
+		return nil, err
+	}
+	os.Remove(socketFile)
+	if s.ln, err = net.Listen("unix", socketFile); err != nil {
+		return nil, fmt.Errorf("shim socket: %w", err)
+	}
+	go s.serve()
+	rt, err := runtime.New(cfg.RuntimeRoot)
+	if err != nil {
+		return nil, err
+	}
+	if s.log, err = logs.Open(cfg.LogPath, cfg.LogMaxSize, cfg.LogMaxFiles); err != nil {
+		return nil, err
+	}
+	defer s.log.Close()
+
+	var pumps sync.WaitGroup
+	pump := func(stream string, r *os.File) {
+		pumps.Add(1)
+		go func() {
+			defer pumps.Done()
+			defer r.Close()
+			// A pty reports EIO once its last slave closes: the end.
+			_ = s.log.Copy(stream, io.TeeReader(r, writerFunc(func(p []byte) (int, error) {
+				s.broadcast(stream, p)
+				return len(p), nil
+			})))
+		}()
+	}
+	var opts []runtime.CreateOpt
+	var toClose []*os.File
+	if cfg.Tty {
+		opts = append(opts, runtime.WithConsole(func(master *os.File) error {
+			s.console = master
+			return nil
+		}))
+	} else {
+		outR, outW, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		errR, errW, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		var inR *os.File
+		if cfg.OpenStdin {
+			var inW *os.File
+			if inR, inW, err = os.Pipe(); err != nil {
+				return nil, err
+			}
+			s.stdin = inW
+			toClose = append(toClose, inR)
+		}
+		opts = append(opts, runtime.WithStdio(inR, outW, errW))
+		toClose = append(toClose, outW, errW)
+		pump("stdout", outR)
+		pump("stderr", errR)
+	}
+	ctx := context.Background()
+	c, err := rt.Create(ctx, cfg.ID, cfg.Bundle, opts...)
+	// The container holds its own copies; the log ends when it exits.
+	for _, f := range toClose {
+		f.Close()
+	}
+	if err != nil {
+		pumps.Wait()
+		return nil, err
+	}
+	if s.console != nil {
+		s.mu.Lock()
+		s.stdin = s.console
+		s.mu.Unlock()
+		dup, err := unix.Dup(int(s.console.Fd()))
+		if err != nil {
+			_ = c.Delete(ctx, true)
+			return nil, err
+		}
+		pump("stdout", os.NewFile(uintptr(dup), "pty"))
+	}
+	s.cleanup = func() {
+		_ = c.Delete(ctx, true)
+		if cfg.Unmount != "" {
+			_ = unix.Unmount(cfg.Unmount, unix.MNT_DETACH)
+		}
+	}
+	report(status{Pid: c.Pid()})
+	// Attach clients connect now; the daemon then says go (or hangs up).
+	var one [1]byte
+	if n, _ := release.Read(one[:]); n != 1 {
+		_ = c.Delete(ctx, true)
+		pumps.Wait()
+		return nil, fmt.Errorf("container %s was not started", cfg.ID)
+	}
+	release.Close()
+	if err := c.Start(ctx); err != nil {
+		_ = c.Delete(ctx, true)
+		pumps.Wait()
+		return nil, err
+	}
+	report(status{Started: true})
+	code, err := c.Wait(ctx)
+	pumps.Wait()
+	exit := &Exit{ExitCode: code, FinishedAt: time.Now().UTC()}
+	if st, serr := c.State(); serr == nil {
+		exit.OOMKilled = st.OOMKilled
+	}
+	if err != nil {
+		exit.Error = err.Error()
+	}
+	return exit, nil
+}
+
+// finish tells waiters and attachers the container ended and gives
+// attachers a moment to take the last output.
+func (s *server) finish() {
+	s.mu.Lock()
+	for _, w := range s.waiters {
+		w.Close()
+	}
+	s.waiters = nil
+	for a := range s.attachers {
+		close(a.out)
+	}
+	s.attachers = nil
+	if s.stdin != nil {
+		s.stdin.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.drained.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+	}
+	if s.ln != nil {
+		s.ln.Close()
+		os.Remove(filepath.Join(s.dir, socketFile))
+	}
+}
+
+// request is the first line a client sends on the shim's socket.
+type request struct {
+	Attach *AttachOptions `json:"attach,omitempty"`
+	Resize *Size          `json:"resize,omitempty"`
+	// Wait: the shim closes the connection once the exit is recorded.
+	Wait bool `json:"wait,omitempty"`
+}
+
+// AttachOptions say which streams an attach client wants.
+type AttachOptions struct {
+	Stdin  bool `json:"stdin,omitempty"`
+	Stdout bool `json:"stdout,omitempty"`
+	Stderr bool `json:"stderr,omitempty"`
+}
+
+// Size is a terminal's size.
+type Size struct {
+	Height uint16 `json:"height"`
+	Width  uint16 `json:"width"`
+}
+
+func (s *server) serve() {
+	for {
+		conn, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		go s.handle(conn)
+	}
+}
+
+func (s *server) handle(conn net.Conn) {
+	br := bufio.NewReader(conn)
+	line, err := br.ReadBytes('\n')
+	var req request
+	if err == nil {
+		err = json.Unmarshal(line, &req)
+	}
+	if err != nil {
+		conn.Close()
+		return
+	}
+	switch {
+	case req.Wait:
+		s.mu.Lock()
+		if s.attachers == nil { // ended already
+			conn.Close()
+		} else {
+			s.waiters = append(s.waiters, conn)
+		}
+		s.mu.Unlock()
+	case req.Resize != nil:
+		s.mu.Lock()
+		if s.console != nil {
+			ws := &unix.Winsize{Row: req.Resize.Height, Col: req.Resize.Width}
+			err = unix.IoctlSetWinsize(int(s.console.Fd()), unix.TIOCSWINSZ, ws)
+		}
+		s.mu.Unlock()
+		if err != nil {
+			fmt.Fprintf(conn, "%v\n", err)
+		}
+		conn.Close()
+	case req.Attach != nil:
+		s.attach(conn, br, *req.Attach)
+	default:
+		conn.Close()
+	}
+}
+
+// attacher is one attach client. Output goes to it through a buffered
+// channel, so that a slow client never holds up the container: one that
+// falls behind by a full channel is dropped.
+type attacher struct {
+	conn           net.Conn
+	stdout, stderr bool
+	out            chan []byte
+}
+
+const (
+	attachBacklog = 1024 // chunks a client may fall behind
+	attachAck     = 0    // first byte to an attach client: registered
+)
+
+func (s *server) attach(conn net.Conn, stdin *bufio.Reader, o AttachOptions) {
+	a := &attacher{conn: conn, stdout: o.Stdout, stderr: o.Stderr, out: make(chan []byte, attachBacklog)}
+	s.mu.Lock()
+	if s.attachers == nil {
+		s.mu.Unlock()
+		conn.Close()
+		return
+	}
+	s.attachers[a] = struct{}{}
+	s.drained.Add(1)
+	in := s.stdin
+	s.mu.Unlock()
+	// The ack: from now on this client gets all output. The daemon waits
+	// for it before the container may start.
+	if _, err := conn.Write([]byte{attachAck}); err != nil {
+		s.drop(a)
+		s.drained.Done()
+		return
+	}
+	go func() {
+		defer s.drained.Done()
+		defer conn.Close()
+		for p := range a.out {
+			if _, err := conn.Write(p); err != nil {
+				s.drop(a)
+				for range a.out {
+				}
+				return
+			}
+		}
+	}()
+	if o.Stdin && in != nil {
+		go func() {
+			_, _ = io.Copy(in, stdin)
+			// docker: StdinOnce closes a pipe's stdin when the first
+			// attached stdin ends; a terminal's stays open.
+			if s.cfg.StdinOnce && !s.cfg.Tty {
+				in.Close()
+			}
+		}()
+	}
+}
+
+func (s *server) drop(a *attacher) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.attachers[a]; ok {
+		delete(s.attachers, a)
+		close(a.out)
+		a.conn.Close()
+	}
+}
+
+// broadcast hands a chunk of output to every attacher of its stream:
+// raw for a terminal, else in Docker's multiplexed frames.
+func (s *server) broadcast(stream string, p []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.attachers) == 0 {
+		return
+	}
+	var msg []byte
+	if s.cfg.Tty {
+		msg = append([]byte(nil), p...)
+	} else {
+		msg = make([]byte, 8+len(p))
+		msg[0] = 1
+		if stream == "stderr" {
+			msg[0] = 2
+		}
+		binary.BigEndian.PutUint32(msg[4:8], uint32(len(p)))
+		copy(msg[8:], p)
+	}
+	for a := range s.attachers {
+		if (stream == "stdout" && !a.stdout) || (stream == "stderr" && !a.stderr) {
+			continue
+		}
+		select {
+		case a.out <- msg:
+		default:
+			delete(s.attachers, a)
+			close(a.out)
+			a.conn.Close()
+		}
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
