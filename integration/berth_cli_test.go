@@ -65,7 +65,7 @@ func TestBerthCLIImages(t *testing.T) {
 	if out := d.berthOK(t, "image", "prune", "-a", "-f"); !strings.Contains(out, "deleted: sha256:") {
 		t.Errorf("berth image prune:\n%s", out)
 	}
-	if out, err := d.berth(t, "", "rmi", "nosuch"); err == nil || !strings.Contains(out, "not found") {
+	if out, err := d.berth(t, "", "rmi", "nosuch"); err == nil || !strings.Contains(out, "No such image: nosuch") || strings.Count(out, "Error response") != 1 {
 		t.Errorf("rmi of an unknown image: %v\n%s", err, out)
 	}
 	d.berthOK(t, "logout", reg.Addr)

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"os"
@@ -17,50 +18,126 @@ import (
 
 // testDaemon is a berthd on a temp root and socket, stopped at cleanup.
 type testDaemon struct {
-	root, sock string
-	cmd        *exec.Cmd
+	root, sock   string
+	cgroupParent string
+	args         []string
+	cmd          *exec.Cmd
+	log          *os.File
+	exited       chan struct{}
 }
 
 func startDaemon(t *testing.T) *testDaemon {
 	t.Helper()
 	testutil.RequiresRoot(t)
 	dir := t.TempDir()
-	d := &testDaemon{root: filepath.Join(dir, "root"), sock: filepath.Join(dir, "berth.sock")}
-	log, err := os.Create(filepath.Join(dir, "berthd.log"))
-	if err != nil {
+	id := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	d := &testDaemon{root: filepath.Join(dir, "root"), sock: filepath.Join(dir, "berth.sock"), cgroupParent: "/berth-itest-" + id}
+	d.args = []string{"--root", d.root, "-H", "unix://" + d.sock, "--config-file", os.DevNull, "--log-level", "debug",
+		"--cgroup-parent", d.cgroupParent}
+	var err error
+	if d.log, err = os.Create(filepath.Join(dir, "berthd.log")); err != nil {
 		t.Fatal(err)
 	}
-	d.cmd = exec.Command(testutil.Build(t, "./cmd/daemon", false), "--root", d.root, "-H", "unix://"+d.sock,
-		"--config-file", os.DevNull, "--log-level", "debug")
-	d.cmd.Stdout, d.cmd.Stderr = log, log
+	d.start(t)
+	t.Cleanup(func() {
+		d.removeAll(t)
+		d.stop()
+		d.log.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(d.log.Name())
+			t.Logf("berthd log:\n%s", b)
+		}
+		checkNoLeaks(t, d.root, d.cgroupParent)
+	})
+	return d
+}
+
+// start runs berthd and waits until it listens.
+func (d *testDaemon) start(t *testing.T) {
+	t.Helper()
+	d.cmd = exec.Command(testutil.Build(t, "./cmd/daemon", false), d.args...)
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan struct{})
-	go func() { _ = d.cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = d.cmd.Process.Signal(syscall.SIGTERM)
-		<-exited
-		log.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(log.Name())
-			t.Logf("berthd log:\n%s", b)
-		}
-	})
+	d.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, exited chan struct{}) { _ = cmd.Wait(); close(exited) }(d.cmd, d.exited)
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		if c, err := net.Dial("unix", d.sock); err == nil {
 			c.Close()
-			return d
+			return
 		}
 		select {
-		case <-exited:
+		case <-d.exited:
 			t.Fatal("berthd exited at start")
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	t.Fatal("berthd did not listen")
-	return nil
+}
+
+// stop ends berthd gracefully (containers live on).
+func (d *testDaemon) stop() {
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	<-d.exited
+}
+
+// kill ends berthd with SIGKILL.
+func (d *testDaemon) kill() {
+	_ = d.cmd.Process.Kill()
+	<-d.exited
+}
+
+// removeAll force-removes the daemon's containers, so that none outlives
+// the test.
+func (d *testDaemon) removeAll(t *testing.T) {
+	select {
+	case <-d.exited:
+		return
+	default:
+	}
+	resp, err := d.http().Get("http://berth/containers/json?all=1")
+	if err != nil {
+		t.Errorf("list containers at cleanup: %v", err)
+		return
+	}
+	var list []struct{ ID string }
+	_ = json.NewDecoder(resp.Body).Decode(&list)
+	resp.Body.Close()
+	for _, c := range list {
+		req, _ := http.NewRequest("DELETE", "http://berth/containers/"+c.ID+"?force=1", nil)
+		if resp, err := d.http().Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}
+}
+
+// checkNoLeaks fails the test for a mount under root or a cgroup under
+// parent left behind.
+func checkNoLeaks(t *testing.T, root, parent string) {
+	t.Helper()
+	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), root) {
+		t.Errorf("mounts under %s left:\n%s", root, grepLines(string(b), root))
+	}
+	for _, dir := range mustGlob("/sys/fs/cgroup/*" + parent + "/*") {
+		if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
+			t.Errorf("cgroup left: %s", dir)
+		}
+	}
+	for _, dir := range mustGlob("/sys/fs/cgroup/*" + parent) {
+		os.Remove(dir) // empty ones only
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // http is a client for the daemon's socket.

@@ -7,9 +7,11 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/docker/go-units"
 	"github.com/spf13/cobra"
 
 	"github.com/berth-containers/berth/internal/version"
+	"github.com/berth-containers/berth/pkg/api/server"
 	"github.com/berth-containers/berth/pkg/daemon"
 )
 
@@ -26,6 +28,9 @@ func (f *serveFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.cfg.Group, "group", "", "group owning the API socket (default "+daemon.DefaultGroup+")")
 	fl.StringVar(&f.cfg.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
 	fl.StringSliceVar(&f.cfg.InsecureRegistries, "insecure-registry", nil, "registry (host:port) that may be reached over plain HTTP")
+	fl.StringVar(&f.cfg.CgroupParent, "cgroup-parent", "", "cgroup that holds the containers' cgroups (default "+daemon.DefaultCgroupParent+")")
+	fl.StringToStringVar(&f.cfg.LogOpts, "log-opt", nil, "container log rotation: max-size=10m, max-file=3")
+	fl.Var(&ulimitFlag{&f.cfg.DefaultUlimits}, "default-ulimit", "default ulimit for containers: NAME=SOFT[:HARD] (repeatable)")
 	fl.StringVar(&f.configFile, "config-file", daemon.DefaultConfigFile, "daemon configuration file")
 }
 
@@ -48,7 +53,24 @@ func (f *serveFlags) run(cmd *cobra.Command, _ []string) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	slog.Info("berthd started", "version", version.Version, "root", cfg.Root)
-	err = d.Serve(ctx, version.Version)
+	err = d.Serve(ctx, server.New(d, version.Version).Handler())
 	slog.Info("berthd stopped")
 	return err
+}
+
+// ulimitFlag collects --default-ulimit NAME=SOFT[:HARD].
+type ulimitFlag struct{ m *map[string]*units.Ulimit }
+
+func (u *ulimitFlag) String() string { return "" }
+func (u *ulimitFlag) Type() string   { return "ulimit" }
+func (u *ulimitFlag) Set(v string) error {
+	l, err := units.ParseUlimit(v)
+	if err != nil {
+		return err
+	}
+	if *u.m == nil {
+		*u.m = map[string]*units.Ulimit{}
+	}
+	(*u.m)[l.Name] = l
+	return nil
 }

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+
+	"github.com/docker/go-units"
 )
 
 // Config is berthd's configuration: flags over /etc/berth/daemon.json over
@@ -16,14 +19,53 @@ type Config struct {
 	Group              string   `json:"group,omitempty"`
 	LogLevel           string   `json:"log-level,omitempty"`
 	InsecureRegistries []string `json:"insecure-registries,omitempty"`
+	// CgroupParent holds the containers' cgroups: PARENT/ID.
+	CgroupParent string `json:"cgroup-parent,omitempty"`
+	// LogOpts rotate containers' json-file logs: max-size ("10m") and
+	// max-file ("3"), as Docker's json-file driver.
+	LogOpts map[string]string `json:"log-opts,omitempty"`
+	// DefaultUlimits apply to containers that do not set that limit.
+	DefaultUlimits map[string]*units.Ulimit `json:"default-ulimits,omitempty"`
+}
+
+// Log rotation unless configured: a shared workstation's disk is not
+// filled by one chatty container (Docker's json-file keeps all).
+const (
+	DefaultLogMaxSize  = "10m"
+	DefaultLogMaxFiles = "3"
+)
+
+// logRotation reads max-size and max-file.
+func (c Config) logRotation() (int64, int, error) {
+	size, files := DefaultLogMaxSize, DefaultLogMaxFiles
+	for k, v := range c.LogOpts {
+		switch k {
+		case "max-size":
+			size = v
+		case "max-file":
+			files = v
+		default:
+			return 0, 0, fmt.Errorf("log-opts: unknown option %q (max-size, max-file)", k)
+		}
+	}
+	n, err := units.RAMInBytes(size)
+	if err != nil || n < 0 {
+		return 0, 0, fmt.Errorf("log-opts max-size %q: want a size such as 10m", size)
+	}
+	m, err := strconv.Atoi(files)
+	if err != nil || m < 1 {
+		return 0, 0, fmt.Errorf("log-opts max-file %q: want a number of at least 1", files)
+	}
+	return n, m, nil
 }
 
 // Defaults.
 const (
-	DefaultRoot       = "/var/lib/berth"
-	DefaultHost       = "unix:///run/berth/berth.sock"
-	DefaultGroup      = "berth"
-	DefaultConfigFile = "/etc/berth/daemon.json"
+	DefaultRoot         = "/var/lib/berth"
+	DefaultHost         = "unix:///run/berth/berth.sock"
+	DefaultGroup        = "berth"
+	DefaultConfigFile   = "/etc/berth/daemon.json"
+	DefaultCgroupParent = "/berth"
 )
 
 // LoadConfigFile reads a daemon.json (Docker's key names); a missing file
@@ -62,7 +104,29 @@ func (c Config) Merge(other Config) Config {
 	if c.LogLevel == "" {
 		c.LogLevel = other.LogLevel
 	}
+	if c.CgroupParent == "" {
+		c.CgroupParent = other.CgroupParent
+	}
+	if c.CgroupParent == "" {
+		c.CgroupParent = DefaultCgroupParent
+	}
 	c.InsecureRegistries = append(c.InsecureRegistries, other.InsecureRegistries...)
+	for k, v := range other.LogOpts {
+		if _, ok := c.LogOpts[k]; !ok {
+			if c.LogOpts == nil {
+				c.LogOpts = map[string]string{}
+			}
+			c.LogOpts[k] = v
+		}
+	}
+	for k, v := range other.DefaultUlimits {
+		if _, ok := c.DefaultUlimits[k]; !ok {
+			if c.DefaultUlimits == nil {
+				c.DefaultUlimits = map[string]*units.Ulimit{}
+			}
+			c.DefaultUlimits[k] = v
+		}
+	}
 	if c.Root == "" {
 		c.Root = DefaultRoot
 	}

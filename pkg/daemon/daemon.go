@@ -12,17 +12,20 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
+	"github.com/moby/moby/api/types/container"
 	digest "github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
-	"github.com/berth-containers/berth/pkg/api/server"
 	"github.com/berth-containers/berth/pkg/image"
 	"github.com/berth-containers/berth/pkg/image/registry"
 	"github.com/berth-containers/berth/pkg/image/snapshot"
+	"github.com/berth-containers/berth/pkg/shim"
 )
 
 // Daemon is a running berthd.
@@ -33,12 +36,24 @@ type Daemon struct {
 	images   *image.Store
 	registry *registry.Client
 	snapshot snapshot.Driver
+	ctrs     *containers
+	// log rotation of containers' logs
+	logMaxSize  int64
+	logMaxFiles int
+	// closing: the daemon shuts down; no restarts now.
+	closing atomic.Bool
+	// onExit, when set, hears of each container's end.
+	onExit func(*Container, ContainerState)
 	// activated are the sockets systemd passed, by name, not yet used.
 	activated map[string][]net.Listener
 }
 
 // New takes the root's lock and opens the stores.
 func New(cfg Config) (*Daemon, error) {
+	maxSize, maxFiles, err := cfg.logRotation()
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.Root, 0o711); err != nil {
 		return nil, err
 	}
@@ -50,7 +65,7 @@ func New(cfg Config) (*Daemon, error) {
 		lock.Close()
 		return nil, fmt.Errorf("data root %s is used by another berthd (%w)", cfg.Root, err)
 	}
-	d := &Daemon{cfg: cfg, lock: lock, snapshot: snapshot.Default()}
+	d := &Daemon{cfg: cfg, lock: lock, snapshot: snapshot.Default(), logMaxSize: maxSize, logMaxFiles: maxFiles}
 	if d.db, err = image.OpenDB(cfg.Root); err != nil {
 		d.Close()
 		return nil, err
@@ -61,12 +76,18 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	d.registry = registry.New(d.images)
 	d.registry.Insecure = cfg.InsecureRegistries
+	if d.ctrs, err = newContainers(d); err != nil {
+		d.Close()
+		return nil, err
+	}
+	d.ctrs.recover()
 	return d, nil
 }
 
 // Close flushes pending image data to disk and releases the stores and
 // the lock.
 func (d *Daemon) Close() {
+	d.closing.Store(true)
 	if d.images != nil {
 		if err := d.images.Close(); err != nil {
 			slog.Warn("flush image data at shutdown", "err", err)
@@ -90,13 +111,13 @@ func (d *Daemon) Root() string { return d.cfg.Root }
 // StorageDriver is the snapshot driver's name.
 func (d *Daemon) StorageDriver() string { return d.snapshot.Name() }
 
-// ImageInUse reports whether a container uses the image: none do yet.
-func (d *Daemon) ImageInUse(digest.Digest) bool { return false }
+// ImageInUse reports whether a container uses the image.
+func (d *Daemon) ImageInUse(id digest.Digest) bool { return d.ctrs.imageInUse(id) }
 
-// Serve listens on the configured hosts and serves the API until ctx ends,
-// then shuts the server down gracefully.
-func (d *Daemon) Serve(ctx context.Context, version string) error {
-	srv := &http.Server{Handler: server.New(d, version).Handler(), ReadHeaderTimeout: 30 * time.Second}
+// Serve listens on the configured hosts and serves h (the API) until ctx
+// ends, then shuts the server down gracefully.
+func (d *Daemon) Serve(ctx context.Context, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second}
 	var listeners []net.Listener
 	for _, h := range d.cfg.Hosts {
 		l, err := d.listen(h)
@@ -203,3 +224,58 @@ func (d *Daemon) listenUnix(path string) (net.Listener, error) {
 	}
 	return l, nil
 }
+
+// ContainerCreate creates a container (name "" for a generated one).
+func (d *Daemon) ContainerCreate(ctx context.Context, name string, cfg *container.Config, hc *container.HostConfig) (*Container, error) {
+	return d.ctrs.Create(ctx, name, cfg, hc)
+}
+
+// Container finds a container by ID, name or unique ID prefix.
+func (d *Daemon) Container(ref string) (*Container, error) { return d.ctrs.Get(ref) }
+
+// Containers lists the containers, newest first.
+func (d *Daemon) Containers() ([]*Container, error) { return d.ctrs.List() }
+
+// ContainerState says where a container is in its life.
+func (d *Daemon) ContainerState(ctr *Container) ContainerState { return d.ctrs.State(ctr) }
+
+// ContainerStart starts a container.
+func (d *Daemon) ContainerStart(ctx context.Context, ctr *Container) error {
+	return d.ctrs.Start(ctx, ctr)
+}
+
+// ContainerWait waits for a container to meet condition.
+func (d *Daemon) ContainerWait(ctx context.Context, ctr *Container, condition container.WaitCondition) (ContainerState, error) {
+	return d.ctrs.Wait(ctx, ctr, condition)
+}
+
+// ContainerKill signals a running container.
+func (d *Daemon) ContainerKill(ctr *Container, sig syscall.Signal) error {
+	return d.ctrs.Kill(ctr, sig)
+}
+
+// ContainerStop stops a container: its stop signal, then SIGKILL.
+func (d *Daemon) ContainerStop(ctx context.Context, ctr *Container, timeout time.Duration) error {
+	return d.ctrs.Stop(ctx, ctr, timeout)
+}
+
+// ContainerRemove removes a container (a running one only when forced).
+func (d *Daemon) ContainerRemove(ctx context.Context, ctr *Container, force bool) error {
+	return d.ctrs.Remove(ctx, ctr, force)
+}
+
+// ContainerLog is the path of a container's json-file log.
+func (d *Daemon) ContainerLog(ctr *Container) string { return d.ctrs.logPath(ctr.ID) }
+
+// ContainerAttach claims a place on a container's streams.
+func (d *Daemon) ContainerAttach(ctr *Container, o shim.AttachOptions) *Attachment {
+	return d.ctrs.Attach(ctr, o)
+}
+
+// ContainerResize sets a running container's terminal size.
+func (d *Daemon) ContainerResize(ctr *Container, height, width uint16) error {
+	return d.ctrs.Resize(ctr, height, width)
+}
+
+// ContainerRename gives a container a new name.
+func (d *Daemon) ContainerRename(ctr *Container, name string) error { return d.ctrs.Rename(ctr, name) }

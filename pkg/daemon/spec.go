@@ -44,6 +44,9 @@ func ContainerSpec(rootfs string, rc image.RunConfig, cfg *container.Config, hc 
 	}
 	if cfg != nil {
 		s.Process.Terminal = cfg.Tty
+		if cfg.Tty && hc != nil && hc.ConsoleSize[0] > 0 && hc.ConsoleSize[1] > 0 {
+			s.Process.ConsoleSize = &specs.Box{Height: hc.ConsoleSize[0], Width: hc.ConsoleSize[1]}
+		}
 		if cfg.Hostname != "" {
 			s.Hostname = cfg.Hostname
 		}

@@ -281,7 +281,7 @@ func resolve(tx *bolt.Tx, ref string) (digest.Digest, error) {
 			return "", fmt.Errorf("image %s: ambiguous ID prefix: %w", ref, errdefs.ErrInvalidArgument)
 		}
 	}
-	return "", fmt.Errorf("image %s: %w", ref, errdefs.ErrNotFound)
+	return "", errdefs.ErrNotFound.WithMessage("No such image: " + ref)
 }
 
 func isHex(s string) bool {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/common"
@@ -44,7 +45,23 @@ func statusOf(err error) int {
 func writeError(w http.ResponseWriter, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(statusOf(err))
-	_ = json.NewEncoder(w).Encode(common.ErrorResponse{Message: err.Error()})
+	_ = json.NewEncoder(w).Encode(common.ErrorResponse{Message: message(err)})
+}
+
+// categories are the errdefs sentinels that classify errors; their own
+// words ("not found") add nothing to a message, so they are cut.
+var categories = []error{errdefs.ErrInvalidArgument, errdefs.ErrNotFound, errdefs.ErrAlreadyExists,
+	errdefs.ErrConflict, errdefs.ErrUnauthenticated, errdefs.ErrPermissionDenied, errdefs.ErrNotImplemented}
+
+func message(err error) string {
+	msg := err.Error()
+	for _, c := range categories {
+		if errors.Is(err, c) {
+			msg = strings.TrimPrefix(strings.ReplaceAll(msg, ": "+c.Error(), ""), c.Error()+": ")
+			msg = strings.TrimPrefix(msg, c.Error()+"\n")
+		}
+	}
+	return msg
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {

@@ -1,8 +1,11 @@
 package server
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 
@@ -43,6 +46,20 @@ func (s *Server) routes() []route {
 		{"POST", "/images/{name:.*}/push", s.pushImage},
 		{"POST", "/images/{name:.*}/tag", s.tagImage},
 		{"DELETE", "/images/{name:.*}", s.removeImage},
+		{"POST", "/containers/create", s.createContainer},
+		{"GET", "/containers/json", s.listContainers},
+		{"POST", "/containers/prune", s.pruneContainers},
+		{"GET", "/containers/{id}/json", s.inspectContainer},
+		{"GET", "/containers/{id}/logs", s.containerLogs},
+		{"POST", "/containers/{id}/start", s.startContainer},
+		{"POST", "/containers/{id}/wait", s.waitContainer},
+		{"POST", "/containers/{id}/attach", s.attachContainer},
+		{"POST", "/containers/{id}/stop", s.stopContainer},
+		{"POST", "/containers/{id}/kill", s.killContainer},
+		{"POST", "/containers/{id}/restart", s.restartContainer},
+		{"POST", "/containers/{id}/resize", s.resizeContainer},
+		{"POST", "/containers/{id}/rename", s.renameContainer},
+		{"DELETE", "/containers/{id}", s.removeContainer},
 	}
 }
 
@@ -125,6 +142,16 @@ func (r *recorder) WriteHeader(code int) {
 func (r *recorder) Write(b []byte) (int, error) {
 	r.wrote = true
 	return r.ResponseWriter.Write(b)
+}
+
+// Hijack hands the connection over (attach).
+func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := r.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, fmt.Errorf("connection cannot be taken over")
+	}
+	r.wrote = true
+	return hj.Hijack()
 }
 
 // Flush sends what was written so far (streamed progress, archives).

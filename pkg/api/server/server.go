@@ -18,6 +18,7 @@ type Backend interface {
 	StorageDriver() string
 	// ImageInUse reports whether a container uses the image.
 	ImageInUse(id digest.Digest) bool
+	ContainerBackend
 }
 
 // Server serves the API for one backend.

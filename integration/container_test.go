@@ -1,0 +1,359 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/berth-containers/berth/internal/testutil"
+)
+
+// withBusybox starts a daemon with the busybox rootfs imported as
+// "busybox".
+func withBusybox(t *testing.T) *testDaemon {
+	t.Helper()
+	d := startDaemon(t)
+	d.dockerOK(t, "import", busyboxTar(t), "busybox")
+	return d
+}
+
+// exitCode is the exit status in err (0 for nil).
+func exitCode(t *testing.T, err error) int {
+	t.Helper()
+	if err == nil {
+		return 0
+	}
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	t.Fatal(err)
+	return -1
+}
+
+// eventually retries check for up to 10 s.
+func eventually(t *testing.T, what string, check func() bool) {
+	t.Helper()
+	for range 200 {
+		if check() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("after 10 s: %s", what)
+}
+
+// TestDockerCLIContainers: the stock docker CLI runs containers on berthd:
+// run (output, exit code, stdin, -it under a pty, -d), ps, logs, inspect,
+// stop, start, restart, rename, rm, container prune.
+func TestDockerCLIContainers(t *testing.T) {
+	t.Parallel()
+	d := withBusybox(t)
+	if out := d.dockerOK(t, "run", "--rm", "busybox", "echo", "hi"); out != "hi\n" {
+		t.Errorf("run echo: %q", out)
+	}
+	out, err := d.docker(t, "", "run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3")
+	if code := exitCode(t, err); code != 3 || !strings.Contains(out, "out\n") || !strings.Contains(out, "err\n") {
+		t.Errorf("run exit 3: code %d, %q", code, out)
+	}
+	if out, err := d.docker(t, "hello\nworld\n", "run", "-i", "--rm", "busybox", "sh", "-c", "cat; echo done"); err != nil || out != "hello\nworld\ndone\n" {
+		t.Errorf("run -i: %v %q", err, out)
+	}
+	// -it: a terminal of the client's size, raw output, the exit code.
+	script := exec.Command(testutil.Require(t, "script"), "-qec",
+		"stty rows 30 cols 100; docker run -it --rm busybox sh -c 'tty; stty size; exit 5'", os.DevNull)
+	script.Env = append(os.Environ(), "DOCKER_HOST=unix://"+d.sock, "DOCKER_CONFIG="+filepath.Join(filepath.Dir(d.sock), "docker"))
+	b, err := script.CombinedOutput()
+	if code := exitCode(t, err); code != 5 || !strings.Contains(string(b), "/dev/pts/0") || !strings.Contains(string(b), "30 100") {
+		t.Errorf("run -it: code %d, %q", code, b)
+	}
+	if out := d.dockerOK(t, "ps", "-aq"); out != "" {
+		t.Errorf("--rm containers left: %q", out)
+	}
+
+	id := strings.TrimSpace(d.dockerOK(t, "run", "-d", "--name", "web", "busybox", "sh", "-c",
+		`trap "exit 7" TERM; echo started; while :; do sleep 0.05; done`))
+	if len(id) != 64 {
+		t.Fatalf("run -d printed %q", id)
+	}
+	eventually(t, "web logs 'started'", func() bool { return d.dockerOK(t, "logs", "web") == "started\n" })
+	if out := d.dockerOK(t, "ps"); !strings.Contains(out, id[:12]) || !strings.Contains(out, "Up ") || !strings.Contains(out, "web") {
+		t.Errorf("ps:\n%s", out)
+	}
+	if out := d.dockerOK(t, "inspect", "-f", "{{.State.Running}} {{.Name}} {{.Config.Image}}", id[:8]); out != "true /web busybox\n" {
+		t.Errorf("inspect: %q", out)
+	}
+	out, err = d.docker(t, "", "rm", "web")
+	if err == nil || !strings.Contains(out, "container is running") {
+		t.Errorf("rm of a running container: %v %s", err, out)
+	}
+	d.dockerOK(t, "stop", "web")
+	if out := d.dockerOK(t, "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "web"); out != "exited 7\n" {
+		t.Errorf("after stop: %q", out)
+	}
+	if out := d.dockerOK(t, "ps", "-a"); !strings.Contains(out, "Exited (7)") {
+		t.Errorf("ps -a:\n%s", out)
+	}
+	d.dockerOK(t, "start", "web")
+	eventually(t, "web logs twice", func() bool { return d.dockerOK(t, "logs", "web") == "started\nstarted\n" })
+	d.dockerOK(t, "restart", "-t", "1", "web")
+	d.dockerOK(t, "rename", "web", "web2")
+	if out := d.dockerOK(t, "ps", "--format", "{{.Names}} {{.State}}"); out != "web2 running\n" {
+		t.Errorf("ps after rename: %q", out)
+	}
+	if out := d.dockerOK(t, "logs", "--tail", "1", "web2"); out != "started\n" {
+		t.Errorf("logs --tail 1: %q", out)
+	}
+	d.dockerOK(t, "rm", "-f", "web2")
+
+	d.dockerOK(t, "create", "--name", "c1", "busybox", "true")
+	d.dockerOK(t, "run", "--name", "c2", "busybox", "true")
+	d.dockerOK(t, "run", "-d", "--name", "c3", "busybox", "sleep", "60")
+	out = d.dockerOK(t, "container", "prune", "-f")
+	if !strings.Contains(out, "Total reclaimed space") || strings.Count(out, "\n") < 3 {
+		t.Errorf("container prune:\n%s", out)
+	}
+	if out := d.dockerOK(t, "ps", "-a", "--format", "{{.Names}}"); out != "c3\n" {
+		t.Errorf("after prune: %q", out)
+	}
+}
+
+// TestDaemonKilledContainersLive: berthd killed with SIGKILL while five
+// containers run; they run on, log without a gap, and the restarted daemon
+// finds them, and the exit of one that ended meanwhile.
+func TestDaemonKilledContainersLive(t *testing.T) {
+	t.Parallel()
+	d := withBusybox(t)
+	for i := range 5 {
+		d.dockerOK(t, "run", "-d", "--name", fmt.Sprint("count", i), "busybox", "sh", "-c",
+			`trap "exit 9" TERM; i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done`)
+	}
+	d.dockerOK(t, "run", "-d", "--name", "ends", "busybox", "sh", "-c", "sleep 1; exit 4")
+	time.Sleep(300 * time.Millisecond)
+	d.kill()
+	time.Sleep(1500 * time.Millisecond) // "ends" ends while no daemon runs
+	d.start(t)
+	if out := d.dockerOK(t, "ps", "-q"); strings.Count(out, "\n") != 5 {
+		t.Errorf("running after the restart:\n%s", out)
+	}
+	if out := d.dockerOK(t, "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "ends"); out != "exited 4\n" {
+		t.Errorf("container that ended meanwhile: %q", out)
+	}
+	// The restarted daemon hears of exits: stop waits for it.
+	d.dockerOK(t, "stop", "count0")
+	if out := d.dockerOK(t, "inspect", "-f", "{{.State.ExitCode}}", "count0"); out != "9\n" {
+		t.Errorf("exit code after the restart: %q", out)
+	}
+	for i := range 5 {
+		lines := strings.Fields(d.dockerOK(t, "logs", fmt.Sprint("count", i)))
+		if len(lines) < 30 {
+			t.Errorf("count%d logged %d lines", i, len(lines))
+		}
+		for n, l := range lines {
+			if l != strconv.Itoa(n) {
+				t.Errorf("count%d: line %d is %q: a gap", i, n, l)
+				break
+			}
+		}
+	}
+}
+
+// TestParallelRunRm: 50 `docker run --rm` at once: no error, nothing left.
+func TestParallelRunRm(t *testing.T) {
+	t.Parallel()
+	d := withBusybox(t)
+	var wg sync.WaitGroup
+	errs := make(chan string, 50)
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, err := d.docker(t, "", "run", "--rm", "busybox", "echo", fmt.Sprint("n", i))
+			if err != nil || out != fmt.Sprintf("n%d\n", i) {
+				errs <- fmt.Sprintf("run %d: %v %q", i, err, out)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	eventually(t, "no container left", func() bool { return d.dockerOK(t, "ps", "-aq") == "" })
+	if entries, _ := os.ReadDir(filepath.Join(d.root, "containers")); len(entries) != 0 {
+		t.Errorf("container dirs left: %d", len(entries))
+	}
+}
+
+// TestRestartPolicies: on-failure:N retries N times; always restarts a
+// clean exit until the user stops it.
+func TestRestartPolicies(t *testing.T) {
+	t.Parallel()
+	d := withBusybox(t)
+	d.dockerOK(t, "run", "-d", "--name", "fails", "--restart", "on-failure:2", "busybox", "sh", "-c", "echo run; exit 1")
+	d.dockerOK(t, "run", "-d", "--name", "loops", "--restart", "always", "busybox", "sh", "-c", "echo run; sleep 0.2")
+	eventually(t, "fails restarted twice and stays exited", func() bool {
+		return d.dockerOK(t, "inspect", "-f", "{{.RestartCount}} {{.State.Status}}", "fails") == "2 exited\n" &&
+			d.dockerOK(t, "logs", "fails") == "run\nrun\nrun\n"
+	})
+	eventually(t, "loops restarted", func() bool {
+		return strings.Count(d.dockerOK(t, "logs", "loops"), "run") >= 3
+	})
+	d.dockerOK(t, "stop", "loops")
+	n := d.dockerOK(t, "logs", "loops")
+	time.Sleep(time.Second)
+	if after := d.dockerOK(t, "logs", "loops"); after != n {
+		t.Errorf("stopped container restarted: %q then %q", n, after)
+	}
+	if out := d.dockerOK(t, "inspect", "-f", "{{.State.Status}}", "loops"); out != "exited\n" {
+		t.Errorf("stopped: %q", out)
+	}
+}
+
+// TestContainerBadRequests: what Docker answers for bad container requests.
+func TestContainerBadRequests(t *testing.T) {
+	t.Parallel()
+	d := withBusybox(t)
+	d.dockerOK(t, "run", "-d", "--name", "busy", "busybox", "sleep", "60")
+	c := d.http()
+	for _, tc := range []struct {
+		method, path, body string
+		status             int
+		message            string
+	}{
+		{"GET", "/containers/nosuch/json", "", 404, "No such container: nosuch"},
+		{"POST", "/containers/nosuch/start", "", 404, "No such container"},
+		{"POST", "/containers/create?name=busy", `{"Image": "busybox", "Cmd": ["true"]}`, 409, `name "/busy" is already in use`},
+		{"POST", "/containers/create", `{"Image": "busybox"}`, 400, "no command"},
+		{"POST", "/containers/create?name=bad%20name", `{"Image": "busybox", "Cmd": ["true"]}`, 400, "invalid container name"},
+		{"POST", "/containers/create", `{"Image": `, 400, "unexpected EOF"},
+		{"POST", "/containers/create", `{"Image": "` + strings.Repeat("x", 2<<20) + `"}`, 413, "too large"},
+		{"POST", "/containers/create", `{"Image": "UPPER/Case"}`, 400, "UPPER/Case"},
+		{"POST", "/containers/create", `{"Image": "nosuch/image"}`, 404, "nosuch/image"},
+		{"DELETE", "/containers/busy", "", 409, "container is running"},
+		{"POST", "/containers/busy/kill?signal=NOPE", "", 400, "invalid signal"},
+		{"POST", "/containers/busy/wait?condition=never", "", 400, "invalid condition"},
+	} {
+		req, _ := http.NewRequest(tc.method, "http://berth/v1.47"+tc.path, strings.NewReader(tc.body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var msg struct{ Message string }
+		_ = json.Unmarshal(b, &msg)
+		if resp.StatusCode != tc.status || !strings.Contains(msg.Message, tc.message) {
+			t.Errorf("%s %s: %d %s, want %d with %q", tc.method, tc.path, resp.StatusCode, b, tc.status, tc.message)
+		}
+	}
+}
+
+// TestBerthCLIContainers: berth's own container commands and the run
+// flags that shape the container.
+func TestBerthCLIContainers(t *testing.T) {
+	t.Parallel()
+	d := withBusybox(t)
+	if out := d.berthOK(t, "run", "--rm", "busybox", "echo", "hi"); out != "hi\n" {
+		t.Errorf("run echo: %q", out)
+	}
+	out, err := d.berth(t, "", "run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3")
+	if code := exitCode(t, err); code != 3 || !strings.Contains(out, "out\n") || !strings.Contains(out, "err\n") {
+		t.Errorf("run exit 3: code %d, %q", code, out)
+	}
+	if out, err := d.berth(t, "a\nb\n", "run", "-i", "--rm", "busybox", "cat"); err != nil || out != "a\nb\n" {
+		t.Errorf("run -i: %v %q", err, out)
+	}
+	script := exec.Command(testutil.Require(t, "script"), "-qec",
+		"stty rows 24 cols 70; "+testutil.Build(t, "./cmd/client", false)+" run -it --rm busybox sh -c 'stty size; exit 6'", os.DevNull)
+	script.Env = append(os.Environ(), "BERTH_HOST=unix://"+d.sock)
+	b, err := script.CombinedOutput()
+	if code := exitCode(t, err); code != 6 || !strings.Contains(string(b), "24 70") {
+		t.Errorf("run -it: code %d, %q", code, b)
+	}
+
+	// Flags that shape the container.
+	host := t.TempDir()
+	os.WriteFile(filepath.Join(host, "in"), []byte("from host"), 0o644)
+	envFile := filepath.Join(t.TempDir(), "env")
+	os.WriteFile(envFile, []byte("# comment\nFROM_FILE=1\nBOTH=file\n"), 0o644)
+	out = d.berthOK(t, "run", "--rm", "-e", "A=b", "-e", "BOTH=flag", "--env-file", envFile, "-w", "/tmp", "-u", "1000:1000",
+		"-v", host+":/data", "-v", host+":/ro:ro", "--shm-size", "8m", "--hostname", "box", "busybox", "sh", "-c",
+		`echo $A $FROM_FILE $BOTH; pwd; id -u; id -g; cat /data/in; echo; touch /ro/x 2>/dev/null || echo ro; hostname; df -k /dev/shm | tail -1 | awk '{print $2}'`)
+	if want := "b 1 flag\n/tmp\n1000\n1000\nfrom host\nro\nbox\n8192\n"; out != want {
+		t.Errorf("run with flags:\n got %q\nwant %q", out, want)
+	}
+	out = d.berthOK(t, "run", "--rm", "--entrypoint", "echo", "--read-only", "busybox", "entry")
+	if out != "entry\n" {
+		t.Errorf("--entrypoint: %q", out)
+	}
+	if out, err := d.berth(t, "", "run", "--rm", "--read-only", "busybox", "touch", "/x"); err == nil {
+		t.Errorf("--read-only let the container write: %q", out)
+	}
+	// Limits land in the container's cgroup.
+	id := strings.TrimSpace(d.berthOK(t, "run", "-d", "--name", "limited", "--memory", "64m", "--pids-limit", "50", "--cpus", "0.5",
+		"busybox", "sleep", "60"))
+	cg := func(controller, file string) string {
+		for _, p := range mustGlob("/sys/fs/cgroup/" + controller + d.cgroupParent + "/" + id + "/" + file) {
+			b, _ := os.ReadFile(p)
+			return strings.TrimSpace(string(b))
+		}
+		return ""
+	}
+	if mem := cg("memory", "memory.limit_in_bytes") + cg("unified", "memory.max"); mem != "67108864" {
+		t.Errorf("memory limit: %q", mem)
+	}
+	if pids := cg("pids", "pids.max") + cg("unified", "pids.max"); pids != "50" {
+		t.Errorf("pids limit: %q", pids)
+	}
+	if quota := cg("cpu", "cpu.cfs_quota_us") + cg("unified", "cpu.max"); quota != "50000" && quota != "50000 100000" {
+		t.Errorf("cpu quota: %q", quota)
+	}
+
+	// Lifecycle commands.
+	d.berthOK(t, "run", "-d", "--name", "svc", "-l", "role=web", "busybox", "sh", "-c", `trap "exit 2" TERM; echo up; while :; do sleep 0.05; done`)
+	eventually(t, "svc logs 'up'", func() bool { return d.berthOK(t, "logs", "svc") == "up\n" })
+	if out := d.berthOK(t, "ps", "--filter", "label=role=web", "--format", "{{.Names}} {{.State}}"); out != "svc running\n" {
+		t.Errorf("ps --filter --format: %q", out)
+	}
+	if out := d.berthOK(t, "ps"); !strings.Contains(out, "CONTAINER ID") || !strings.Contains(out, "svc") || !strings.Contains(out, "limited") {
+		t.Errorf("ps:\n%s", out)
+	}
+	if out, err := d.berth(t, "", "rm", "svc"); err == nil || !strings.Contains(out, "container is running") {
+		t.Errorf("rm of a running container: %v %q", err, out)
+	}
+	d.berthOK(t, "stop", "svc")
+	if out := d.berthOK(t, "wait", "svc"); out != "2\n" {
+		t.Errorf("wait: %q", out)
+	}
+	d.berthOK(t, "create", "--name", "once", "busybox", "sh", "-c", "echo once; exit 4")
+	if out, err := d.berth(t, "", "start", "-a", "once"); exitCode(t, err) != 4 || out != "once\n" {
+		t.Errorf("start -a: %v %q", err, out)
+	}
+	d.berthOK(t, "start", "svc")
+	d.berthOK(t, "rename", "svc", "svc2")
+	if out := d.berthOK(t, "inspect", "-f", "{{.Name}} {{.State.Status}}", "svc2"); out != "/svc2 running\n" {
+		t.Errorf("inspect: %q", out)
+	}
+	d.berthOK(t, "restart", "-t", "1", "svc2")
+	d.berthOK(t, "kill", "svc2")
+	if out := d.berthOK(t, "inspect", "-f", "{{.State.ExitCode}}", "svc2"); out != "137\n" {
+		t.Errorf("after kill: %q", out)
+	}
+	d.berthOK(t, "rm", "-f", "limited")
+	if out := d.berthOK(t, "container", "prune", "-f"); !strings.Contains(out, "Deleted Containers:") {
+		t.Errorf("container prune:\n%s", out)
+	}
+	if out := d.berthOK(t, "ps", "-aq"); out != "" {
+		t.Errorf("left after prune: %q", out)
+	}
+}

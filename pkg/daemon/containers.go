@@ -1,0 +1,834 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math/big"
+	"net"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
+	digest "github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/berth-containers/berth/pkg/image"
+	"github.com/berth-containers/berth/pkg/image/snapshot"
+	"github.com/berth-containers/berth/pkg/runtime"
+	"github.com/berth-containers/berth/pkg/shim"
+)
+
+var (
+	containersBucket     = []byte("containers")      // ID -> Container
+	containerNamesBucket = []byte("container-names") // name -> ID
+)
+
+// Container is a container's record.
+type Container struct {
+	ID         string                `json:"id"`
+	Name       string                `json:"name"`
+	Created    time.Time             `json:"created"`
+	ImageRef   string                `json:"imageRef"` // as the user gave it
+	ImageID    digest.Digest         `json:"imageID"`
+	Path       string                `json:"path"`
+	Args       []string              `json:"args"`
+	Config     *container.Config     `json:"config"`
+	HostConfig *container.HostConfig `json:"hostConfig"`
+	StartedAt  time.Time             `json:"startedAt,omitempty"`
+	// ManuallyStopped: stopped or killed by the user, which restart
+	// policies respect.
+	ManuallyStopped bool `json:"manuallyStopped,omitempty"`
+	RestartCount    int  `json:"restartCount,omitempty"`
+}
+
+// ContainerState is where a container is in its life.
+type ContainerState struct {
+	Status     container.ContainerState
+	Pid        int
+	ExitCode   int
+	OOMKilled  bool
+	Error      string
+	FinishedAt time.Time
+}
+
+// containers manages the daemon's containers.
+type containers struct {
+	d       *Daemon
+	rt      *runtime.Runtime
+	locks   sync.Map // ID -> *sync.Mutex: one change at a time
+	removed sync.Map // ID -> exit code, for waiters on "removed"
+	backoff sync.Map // ID -> last restart delay
+
+	chMu    sync.Mutex
+	changes map[string]chan struct{} // closed at the next change
+
+	pendMu  sync.Mutex
+	pending map[string][]*pendingAttach // attach clients before start
+}
+
+func (d *Daemon) containerDir(id string) string { return filepath.Join(d.cfg.Root, "containers", id) }
+
+func newContainers(d *Daemon) (*containers, error) {
+	rt, err := runtime.New(filepath.Join(d.cfg.Root, "runtime"))
+	if err != nil {
+		return nil, err
+	}
+	err = d.db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{containersBucket, containerNamesBucket} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return &containers{d: d, rt: rt, changes: map[string]chan struct{}{}, pending: map[string][]*pendingAttach{}}, err
+}
+
+var validName = regexp.MustCompile(`^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+
+// Create makes a container from an image: its record, its directory and
+// the runtime bundle. It starts nothing.
+func (c *containers) Create(ctx context.Context, name string, cfg *container.Config, hc *container.HostConfig) (*Container, error) {
+	if cfg == nil || cfg.Image == "" {
+		return nil, invalid(errors.New("no image given"))
+	}
+	if hc == nil {
+		hc = &container.HostConfig{}
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.d.cfg.DefaultUlimits)) {
+		if !slices.ContainsFunc(hc.Ulimits, func(u *container.Ulimit) bool { return u.Name == name }) {
+			hc.Ulimits = append(hc.Ulimits, c.d.cfg.DefaultUlimits[name])
+		}
+	}
+	if name != "" && !validName.MatchString(name) {
+		return nil, invalid(fmt.Errorf("invalid container name %q: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", name))
+	}
+	name = strings.TrimPrefix(name, "/")
+	img, err := c.d.images.Get(cfg.Image)
+	if errdefs.IsNotFound(err) && !strings.HasPrefix(cfg.Image, "sha256:") {
+		if _, nerr := image.NormalizeName(cfg.Image); nerr != nil {
+			return nil, nerr // a name that cannot be: say why
+		}
+		return nil, errdefs.ErrNotFound.WithMessage("No such image: " + cfg.Image)
+	}
+	if err != nil {
+		return nil, err
+	}
+	imgCfg, err := c.d.images.Config(img)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := image.RunConfigOf(imgCfg, image.Overrides{Entrypoint: cfg.Entrypoint, Cmd: cfg.Cmd, Env: cfg.Env, Cwd: cfg.WorkingDir, User: cfg.User})
+	if err != nil {
+		return nil, invalid(err)
+	}
+	ctr := &Container{ID: newID(), Name: name, Created: time.Now().UTC(), ImageRef: cfg.Image, ImageID: img.ID,
+		Path: rc.Args[0], Args: rc.Args[1:], Config: cfg, HostConfig: hc}
+	if cfg.Hostname == "" {
+		cfg.Hostname = ctr.ID[:12]
+	}
+	if err := c.reserveName(ctr); err != nil {
+		return nil, err
+	}
+	dir := c.d.containerDir(ctr.ID)
+	ok := false
+	defer func() {
+		if !ok {
+			_ = snapshot.Remove(c.d.snapshot, filepath.Join(dir, "snap"))
+			os.RemoveAll(dir)
+			_ = c.deleteRecord(ctr)
+		}
+	}()
+	if err := os.MkdirAll(filepath.Join(dir, "bundle"), 0o700); err != nil {
+		return nil, err
+	}
+	// Mounted to read the image's /etc/passwd for the user, and kept: a
+	// container's writable layer lives as long as the container.
+	rootfs, err := c.d.snapshot.Mount(c.d.images.LayerDirs(img), filepath.Join(dir, "snap"))
+	if err != nil {
+		return nil, err
+	}
+	spec, err := ContainerSpec(rootfs, rc, cfg, hc)
+	if err != nil {
+		return nil, err
+	}
+	spec.Linux.CgroupsPath = path.Join("/", c.d.cfg.CgroupParent, ctr.ID)
+	b, err := json.MarshalIndent(spec, "", "\t")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bundle", "config.json"), b, 0o600); err != nil {
+		return nil, err
+	}
+	// Mounted again at each start; a created container holds no mount.
+	if err := c.d.snapshot.Unmount(filepath.Join(dir, "snap")); err != nil {
+		return nil, err
+	}
+	// The log exists from the start, so that attach can follow it.
+	if err := os.WriteFile(c.logPath(ctr.ID), nil, 0o640); err != nil {
+		return nil, err
+	}
+	if err := c.save(ctr); err != nil {
+		return nil, err
+	}
+	ok = true
+	return ctr, nil
+}
+
+func (c *containers) logPath(id string) string {
+	return filepath.Join(c.d.containerDir(id), id+"-json.log")
+}
+
+func newID() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// reserveName records the name (generated if empty) or fails if taken.
+func (c *containers) reserveName(ctr *Container) error {
+	return c.d.db.Update(func(tx *bolt.Tx) error {
+		names := tx.Bucket(containerNamesBucket)
+		if ctr.Name == "" {
+			for {
+				ctr.Name = generateName()
+				if names.Get([]byte(ctr.Name)) == nil {
+					break
+				}
+			}
+		} else if id := names.Get([]byte(ctr.Name)); id != nil {
+			return fmt.Errorf("the container name %q is already in use by container %s: %w", "/"+ctr.Name, id, errdefs.ErrConflict)
+		}
+		return names.Put([]byte(ctr.Name), []byte(ctr.ID))
+	})
+}
+
+var (
+	adjectives = []string{"brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+		"nifty", "proud", "quiet", "sharp", "tender", "vivid", "wise", "zealous", "bold", "clever"}
+	surnames = []string{"curie", "darwin", "euler", "fermi", "gauss", "hopper", "kepler", "lovelace", "noether", "pascal",
+		"ritchie", "shannon", "tesla", "turing", "wozniak", "yalow", "lamarr", "babbage", "boole", "hamilton"}
+)
+
+// generateName makes a name like Docker's: adjective_surname.
+func generateName() string {
+	pick := func(list []string) string {
+		n, _ := rand.Int(rand.Reader, big.NewInt(int64(len(list))))
+		return list[n.Int64()]
+	}
+	return pick(adjectives) + "_" + pick(surnames)
+}
+
+func (c *containers) save(ctr *Container) error {
+	b, err := json.Marshal(ctr)
+	if err != nil {
+		return err
+	}
+	return c.d.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(containersBucket).Put([]byte(ctr.ID), b) })
+}
+
+func (c *containers) deleteRecord(ctr *Container) error {
+	return c.d.db.Update(func(tx *bolt.Tx) error {
+		if id := tx.Bucket(containerNamesBucket).Get([]byte(ctr.Name)); string(id) == ctr.ID {
+			if err := tx.Bucket(containerNamesBucket).Delete([]byte(ctr.Name)); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(containersBucket).Delete([]byte(ctr.ID))
+	})
+}
+
+// Get finds a container by full ID, name (with or without "/") or a
+// unique ID prefix.
+func (c *containers) Get(ref string) (*Container, error) {
+	var ctr Container
+	err := c.d.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(containersBucket)
+		id := []byte(ref)
+		if v := tx.Bucket(containerNamesBucket).Get([]byte(strings.TrimPrefix(ref, "/"))); v != nil {
+			id = v
+		} else if b.Get(id) == nil && ref != "" {
+			var found [][]byte
+			cur := b.Cursor()
+			for k, _ := cur.Seek([]byte(ref)); k != nil && strings.HasPrefix(string(k), ref); k, _ = cur.Next() {
+				found = append(found, append([]byte(nil), k...))
+			}
+			if len(found) > 1 {
+				return fmt.Errorf("multiple containers match %q: %w", ref, errdefs.ErrInvalidArgument)
+			}
+			if len(found) == 1 {
+				id = found[0]
+			}
+		}
+		v := b.Get(id)
+		if v == nil {
+			return errdefs.ErrNotFound.WithMessage("No such container: " + ref)
+		}
+		return json.Unmarshal(v, &ctr)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &ctr, nil
+}
+
+// List returns every container, newest first.
+func (c *containers) List() ([]*Container, error) {
+	var out []*Container
+	err := c.d.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(containersBucket).ForEach(func(_, v []byte) error {
+			var ctr Container
+			if err := json.Unmarshal(v, &ctr); err != nil {
+				return err
+			}
+			out = append(out, &ctr)
+			return nil
+		})
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.After(out[j].Created) })
+	return out, err
+}
+
+// State reads where a container is: exit.json says it ended; runtime
+// state that it runs.
+func (c *containers) State(ctr *Container) ContainerState {
+	dir := c.d.containerDir(ctr.ID)
+	if ctr.StartedAt.IsZero() {
+		return ContainerState{Status: container.StateCreated}
+	}
+	if e, err := shim.ReadExit(dir); err == nil {
+		return exitState(e)
+	}
+	if rc, err := c.rt.Load(ctr.ID); err == nil {
+		if st, err := rc.State(); err == nil && st.Status != runtime.StatusStopped {
+			return ContainerState{Status: container.StateRunning, Pid: st.Pid}
+		}
+	}
+	// Ended, but its shim is still recording the exit.
+	if shim.Alive(dir) {
+		if e, err := shim.ReadExit(dir); err == nil {
+			return exitState(e)
+		}
+		return ContainerState{Status: container.StateRunning}
+	}
+	if e, err := shim.ReadExit(dir); err == nil { // recorded meanwhile
+		return exitState(e)
+	}
+	// Started, not running, no exit recorded: its shim died with it.
+	return ContainerState{Status: container.StateDead, ExitCode: 255, Error: "the container's monitor ended without recording its exit"}
+}
+
+func exitState(e *shim.Exit) ContainerState {
+	return ContainerState{Status: container.StateExited, ExitCode: e.ExitCode, OOMKilled: e.OOMKilled, Error: e.Error, FinishedAt: e.FinishedAt}
+}
+
+// lock serialises the changes to one container.
+func (c *containers) lock(id string) func() {
+	m, _ := c.locks.LoadOrStore(id, &sync.Mutex{})
+	m.(*sync.Mutex).Lock()
+	return m.(*sync.Mutex).Unlock
+}
+
+// changed returns a channel closed at the container's next change of
+// state (exit, start, removal). Take it before reading the state.
+func (c *containers) changed(id string) <-chan struct{} {
+	c.chMu.Lock()
+	defer c.chMu.Unlock()
+	ch, ok := c.changes[id]
+	if !ok {
+		ch = make(chan struct{})
+		c.changes[id] = ch
+	}
+	return ch
+}
+
+func (c *containers) notify(id string) {
+	c.chMu.Lock()
+	defer c.chMu.Unlock()
+	if ch, ok := c.changes[id]; ok {
+		close(ch)
+		delete(c.changes, id)
+	}
+}
+
+// pendingAttach is an attach client waiting for the container to start.
+type pendingAttach struct {
+	opts shim.AttachOptions
+	conn chan attachResult
+}
+
+type attachResult struct {
+	conn *net.UnixConn
+	err  error
+}
+
+// Attachment is an attach client's place: its connection to the
+// container's streams now, or once the container starts.
+type Attachment struct {
+	c       *containers
+	id      string
+	pending *pendingAttach
+	conn    *net.UnixConn
+	err     error
+}
+
+// Attach claims a place on the container's streams: at once for a running
+// one; for a created one at its start, so that no output is missed (which
+// is why it is called before the client is told to go on and start it).
+// Conn then waits for the connection: nil for a container that ended.
+func (c *containers) Attach(ctr *Container, o shim.AttachOptions) *Attachment {
+	defer c.lock(ctr.ID)()
+	a := &Attachment{c: c, id: ctr.ID}
+	cur, err := c.Get(ctr.ID)
+	if err != nil {
+		a.err = err
+		return a
+	}
+	switch c.State(cur).Status {
+	case container.StateRunning:
+		a.conn, a.err = shim.Attach(c.d.containerDir(ctr.ID), o)
+		return a
+	case container.StateExited, container.StateDead:
+		if cur.Config.Tty || !cur.Config.OpenStdin {
+			return a // nothing more will come: docker returns at once
+		}
+	}
+	a.pending = &pendingAttach{opts: o, conn: make(chan attachResult, 1)}
+	c.pendMu.Lock()
+	c.pending[ctr.ID] = append(c.pending[ctr.ID], a.pending)
+	c.pendMu.Unlock()
+	return a
+}
+
+// Conn waits for the connection until ctx ends.
+func (a *Attachment) Conn(ctx context.Context) (*net.UnixConn, error) {
+	if a.pending == nil {
+		return a.conn, a.err
+	}
+	select {
+	case r := <-a.pending.conn:
+		return r.conn, r.err
+	case <-ctx.Done():
+		c := a.c
+		c.pendMu.Lock()
+		list := c.pending[a.id]
+		for i, q := range list {
+			if q == a.pending {
+				c.pending[a.id] = append(list[:i:i], list[i+1:]...)
+				break
+			}
+		}
+		c.pendMu.Unlock()
+		select { // handed over meanwhile
+		case r := <-a.pending.conn:
+			if r.conn != nil {
+				r.conn.Close()
+			}
+		default:
+		}
+		return nil, ctx.Err()
+	}
+}
+
+// Close gives the place up.
+func (a *Attachment) Close() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if conn, _ := a.Conn(ctx); conn != nil {
+		conn.Close()
+	}
+}
+
+// Resize sets the size of a running container's terminal.
+func (c *containers) Resize(ctr *Container, height, width uint16) error {
+	if st := c.State(ctr); st.Status != container.StateRunning {
+		return fmt.Errorf("container %s is not running: %w", ctr.ID[:12], errdefs.ErrConflict)
+	}
+	if !ctr.Config.Tty {
+		return nil
+	}
+	return shim.Resize(c.d.containerDir(ctr.ID), shim.Size{Height: height, Width: width})
+}
+
+// Start runs a created or exited container through a new shim.
+func (c *containers) Start(ctx context.Context, ctr *Container) error {
+	defer c.lock(ctr.ID)()
+	if cur, err := c.Get(ctr.ID); err == nil {
+		*ctr = *cur
+	}
+	if st := c.State(ctr); st.Status == container.StateRunning {
+		return nil // docker start of a running container is no error
+	}
+	dir := c.d.containerDir(ctr.ID)
+	snap := filepath.Join(dir, "snap")
+	rootfs, err := c.d.snapshot.Mount(c.d.images.LayerDirs(&image.Image{Layers: c.layers(ctr)}), snap)
+	if err != nil {
+		return err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cfg := shim.Config{ID: ctr.ID, Bundle: filepath.Join(dir, "bundle"), RuntimeRoot: c.rt.Root(),
+		LogPath: c.logPath(ctr.ID), LogMaxSize: c.d.logMaxSize, LogMaxFiles: c.d.logMaxFiles,
+		Tty: ctr.Config.Tty, OpenStdin: ctr.Config.OpenStdin, StdinOnce: ctr.Config.StdinOnce}
+	if c.d.snapshot.Name() == "overlay" {
+		cfg.Unmount = rootfs
+	}
+	launch, err := shim.Create(exe, dir, cfg)
+	if err != nil {
+		_ = c.d.snapshot.Unmount(snap)
+		return invalid(err)
+	}
+	c.pendMu.Lock()
+	pending := c.pending[ctr.ID]
+	delete(c.pending, ctr.ID)
+	c.pendMu.Unlock()
+	for _, p := range pending {
+		conn, err := shim.Attach(dir, p.opts)
+		p.conn <- attachResult{conn, err}
+	}
+	// Recorded before the process runs: from now on State asks the
+	// runtime and exit.json.
+	ctr.StartedAt = time.Now().UTC()
+	ctr.ManuallyStopped = false
+	if err := c.save(ctr); err != nil {
+		launch.Abort()
+		return err
+	}
+	watch, werr := shim.Watch(dir)
+	if err := launch.Start(); err != nil {
+		if watch != nil {
+			watch.Close()
+		}
+		return invalid(err)
+	}
+	if werr != nil {
+		slog.Warn("watch container", "container", ctr.ID, "err", werr)
+	}
+	c.notify(ctr.ID)
+	go c.monitor(ctr.ID, watch)
+	return nil
+}
+
+// monitor waits for the container's exit, through its shim's socket (or,
+// where that is gone, by polling), then applies --rm and the restart
+// policy.
+func (c *containers) monitor(id string, watch net.Conn) {
+	dir := c.d.containerDir(id)
+	if watch != nil {
+		_, _ = watch.Read(make([]byte, 1))
+		watch.Close()
+	}
+	for {
+		ctr, err := c.Get(id)
+		if err != nil {
+			return
+		}
+		if st := c.State(ctr); st.Status != container.StateRunning {
+			break
+		}
+		if _, err := shim.ReadExit(dir); err == nil {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	c.notify(id)
+	ctr, err := c.Get(id)
+	if err != nil {
+		return
+	}
+	st := c.State(ctr)
+	if c.d.onExit != nil {
+		c.d.onExit(ctr, st)
+	}
+	if ctr.HostConfig.AutoRemove {
+		if err := c.Remove(context.Background(), ctr, true); err != nil {
+			slog.Warn("auto-remove", "container", id, "err", err)
+		}
+		return
+	}
+	c.maybeRestart(ctr, st)
+}
+
+// layers are the layers of a container's image.
+func (c *containers) layers(ctr *Container) []image.Layer {
+	img, err := c.d.images.Get(ctr.ImageID.String())
+	if err != nil {
+		return nil
+	}
+	return img.Layers
+}
+
+// Wait blocks until the container meets condition and returns its exit.
+func (c *containers) Wait(ctx context.Context, ctr *Container, condition container.WaitCondition) (ContainerState, error) {
+	var since time.Time
+	if condition == container.WaitConditionNextExit {
+		since = time.Now()
+	}
+	for {
+		changed := c.changed(ctr.ID)
+		if condition == container.WaitConditionRemoved {
+			if code, ok := c.removed.Load(ctr.ID); ok {
+				return ContainerState{Status: container.StateExited, ExitCode: code.(int)}, nil
+			}
+		} else if cur, err := c.Get(ctr.ID); err == nil {
+			st := c.State(cur)
+			ended := st.Status == container.StateExited || st.Status == container.StateDead
+			if ended && (since.IsZero() || st.FinishedAt.After(since)) {
+				return st, nil
+			}
+			if condition != container.WaitConditionNextExit && st.Status == container.StateCreated {
+				return st, nil
+			}
+		} else {
+			return ContainerState{}, err
+		}
+		select {
+		case <-ctx.Done():
+			return ContainerState{}, ctx.Err()
+		case <-changed:
+		}
+	}
+}
+
+// Kill sends a signal to the container's processes.
+func (c *containers) Kill(ctr *Container, sig syscall.Signal) error {
+	if st := c.State(ctr); st.Status != container.StateRunning {
+		return fmt.Errorf("container %s is not running: %w", ctr.ID[:12], errdefs.ErrConflict)
+	}
+	rc, err := c.rt.Load(ctr.ID)
+	if err != nil {
+		return err
+	}
+	if sig == syscall.SIGKILL || sig == syscall.SIGTERM {
+		c.markStopped(ctr)
+	}
+	return rc.Kill(sig)
+}
+
+// markStopped records that the user stopped the container, which the
+// restart policies (but for always, on a daemon restart) respect.
+func (c *containers) markStopped(ctr *Container) {
+	if cur, err := c.Get(ctr.ID); err == nil && !cur.ManuallyStopped {
+		cur.ManuallyStopped = true
+		_ = c.save(cur)
+	}
+}
+
+// Stop sends the stop signal, then SIGKILL after timeout.
+func (c *containers) Stop(ctx context.Context, ctr *Container, timeout time.Duration) error {
+	if st := c.State(ctr); st.Status != container.StateRunning {
+		return nil
+	}
+	c.markStopped(ctr)
+	sig := syscall.SIGTERM
+	if s, ok := signals[strings.TrimPrefix(strings.ToUpper(ctr.Config.StopSignal), "SIG")]; ok {
+		sig = s
+	}
+	_ = c.Kill(ctr, sig)
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if _, err := c.Wait(wctx, ctr, container.WaitConditionNotRunning); err == nil {
+		return nil
+	}
+	_ = c.Kill(ctr, syscall.SIGKILL)
+	_, err := c.Wait(ctx, ctr, container.WaitConditionNotRunning)
+	return err
+}
+
+var signals = map[string]syscall.Signal{"TERM": syscall.SIGTERM, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT,
+	"KILL": syscall.SIGKILL, "HUP": syscall.SIGHUP, "USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2}
+
+// Remove deletes a container; a running one only when forced (killed).
+func (c *containers) Remove(ctx context.Context, ctr *Container, force bool) error {
+	st := c.State(ctr)
+	if st.Status == container.StateRunning {
+		if !force {
+			return fmt.Errorf("cannot remove container %s: container is running: stop the container before removing or force remove: %w", "/"+ctr.Name, errdefs.ErrConflict)
+		}
+		_ = c.Kill(ctr, syscall.SIGKILL)
+		var err error
+		if st, err = c.Wait(ctx, ctr, container.WaitConditionNotRunning); err != nil {
+			return err
+		}
+	}
+	unlock := c.lock(ctr.ID)
+	defer unlock()
+	if _, err := c.Get(ctr.ID); err != nil {
+		return err // removed meanwhile (--rm and an explicit rm)
+	}
+	dir := c.d.containerDir(ctr.ID)
+	if rc, err := c.rt.Load(ctr.ID); err == nil {
+		_ = rc.Delete(ctx, true)
+	}
+	if err := snapshot.Remove(c.d.snapshot, filepath.Join(dir, "snap")); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	if err := c.deleteRecord(ctr); err != nil {
+		return err
+	}
+	c.pendMu.Lock()
+	for _, p := range c.pending[ctr.ID] {
+		p.conn <- attachResult{}
+	}
+	delete(c.pending, ctr.ID)
+	c.pendMu.Unlock()
+	c.removed.Store(ctr.ID, st.ExitCode)
+	// Kept a while for late "removed" waiters, then forgotten.
+	time.AfterFunc(time.Minute, func() { c.removed.Delete(ctr.ID) })
+	c.notify(ctr.ID)
+	c.locks.Delete(ctr.ID)
+	return nil
+}
+
+// imageInUse reports whether a container uses the image.
+func (c *containers) imageInUse(id digest.Digest) bool {
+	all, _ := c.List()
+	for _, ctr := range all {
+		if ctr.ImageID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Restart backoff, as Docker's: 100 ms doubling to a minute, back to the
+// start once a run lasted 10 s.
+const (
+	restartBackoffMin = 100 * time.Millisecond
+	restartBackoffMax = time.Minute
+	restartResetAfter = 10 * time.Second
+)
+
+// maybeRestart applies the restart policy to a container that just ended.
+func (c *containers) maybeRestart(ctr *Container, st ContainerState) {
+	p := ctr.HostConfig.RestartPolicy
+	switch {
+	case c.d.closing.Load():
+		return
+	case p.Name == container.RestartPolicyAlways, p.Name == container.RestartPolicyUnlessStopped:
+		if ctr.ManuallyStopped {
+			return
+		}
+	case p.Name == container.RestartPolicyOnFailure:
+		if ctr.ManuallyStopped || st.ExitCode == 0 || (p.MaximumRetryCount > 0 && ctr.RestartCount >= p.MaximumRetryCount) {
+			return
+		}
+	default:
+		return
+	}
+	delay := restartBackoffMin
+	if v, ok := c.backoff.Load(ctr.ID); ok && st.FinishedAt.Sub(ctr.StartedAt) < restartResetAfter {
+		delay = min(v.(time.Duration)*2, restartBackoffMax)
+	}
+	c.backoff.Store(ctr.ID, delay)
+	go func() {
+		changed := c.changed(ctr.ID)
+		select {
+		case <-time.After(delay):
+		case <-changed: // started, stopped or removed by the user meanwhile
+			return
+		}
+		cur, err := c.Get(ctr.ID)
+		if err != nil || cur.ManuallyStopped || c.d.closing.Load() {
+			return
+		}
+		cur.RestartCount++
+		if err := c.save(cur); err != nil {
+			return
+		}
+		if err := c.Start(context.Background(), cur); err != nil {
+			slog.Warn("restart", "container", ctr.ID, "err", err)
+		}
+	}()
+}
+
+// recover runs at daemon start: it watches the containers whose shims
+// live on, and starts those whose policy says to.
+func (c *containers) recover() {
+	all, err := c.List()
+	if err != nil {
+		slog.Warn("list containers", "err", err)
+		return
+	}
+	for _, ctr := range all {
+		if ctr.StartedAt.IsZero() {
+			continue
+		}
+		st := c.State(ctr)
+		if st.Status == container.StateRunning {
+			watch, err := shim.Watch(c.d.containerDir(ctr.ID))
+			if err != nil {
+				slog.Warn("container's shim is gone: polling its state", "container", ctr.ID, "err", err)
+				watch = nil
+			}
+			go c.monitor(ctr.ID, watch)
+			continue
+		}
+		p := ctr.HostConfig.RestartPolicy.Name
+		if p == container.RestartPolicyAlways || (p == container.RestartPolicyUnlessStopped && !ctr.ManuallyStopped) {
+			go func() {
+				if err := c.Start(context.Background(), ctr); err != nil {
+					slog.Warn("restart at daemon start", "container", ctr.ID, "err", err)
+				}
+			}()
+		}
+	}
+}
+
+// Rename gives the container a new name, if free.
+func (c *containers) Rename(ctr *Container, name string) error {
+	if name == "" || !validName.MatchString(name) {
+		return invalid(fmt.Errorf("invalid container name %q: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", name))
+	}
+	name = strings.TrimPrefix(name, "/")
+	defer c.lock(ctr.ID)()
+	return c.d.db.Update(func(tx *bolt.Tx) error {
+		names, ctrs := tx.Bucket(containerNamesBucket), tx.Bucket(containersBucket)
+		if id := names.Get([]byte(name)); id != nil {
+			if string(id) == ctr.ID {
+				return nil
+			}
+			return fmt.Errorf("the container name %q is already in use by container %s: %w", "/"+name, id, errdefs.ErrConflict)
+		}
+		v := ctrs.Get([]byte(ctr.ID))
+		if v == nil {
+			return errdefs.ErrNotFound.WithMessage("No such container: " + ctr.ID)
+		}
+		var cur Container
+		if err := json.Unmarshal(v, &cur); err != nil {
+			return err
+		}
+		if err := names.Delete([]byte(cur.Name)); err != nil {
+			return err
+		}
+		cur.Name = name
+		b, err := json.Marshal(&cur)
+		if err != nil {
+			return err
+		}
+		if err := names.Put([]byte(name), []byte(cur.ID)); err != nil {
+			return err
+		}
+		return ctrs.Put([]byte(cur.ID), b)
+	})
+}
