@@ -172,7 +172,7 @@ func (c *cli) rmiCmd() *cobra.Command {
 			for _, ref := range args {
 				res, err := api.ImageRemove(cmd.Context(), ref, client.ImageRemoveOptions{Force: force})
 				if err != nil {
-					fmt.Fprintln(cmd.ErrOrStderr(), "Error response from daemon:", err)
+					fmt.Fprintln(cmd.ErrOrStderr(), err)
 					failed = true
 					continue
 				}

@@ -49,6 +49,8 @@ func main() {
 	}
 	root.PersistentFlags().StringVarP(&c.host, "host", "H", host, "berthd's address (or BERTH_HOST)")
 	root.AddCommand(c.versionCmd(), c.infoCmd(), c.loginCmd(), c.logoutCmd(), c.imageCmd())
+	root.AddCommand(c.containerCmd(), c.psCmd())
+	root.AddCommand(c.containerCommands()...)
 	root.AddCommand(c.imageCommands()...) // docker's top-level aliases: images, pull, push, rmi...
 	if err := root.Execute(); err != nil {
 		var st statusError
