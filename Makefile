@@ -5,8 +5,8 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # Static binaries (libseccomp.a and glibc's libc.a; no NSS, so osusergo and
 # netgo): berthd starts twice per container (the command and the container
 # init), and the dynamic loader cost 0.4 ms each time.
-LDFLAGS := -s -w -X github.com/berth-containers/berth/internal/version.Version=$(VERSION) \
-	-linkmode external -extldflags -static
+STATIC := -linkmode external -extldflags -static
+LDFLAGS := -s -w -X github.com/berth-containers/berth/internal/version.Version=$(VERSION) $(STATIC)
 TAGS := osusergo,netgo
 STATICCHECK_VERSION := v0.8.2
 BIN := $(CURDIR)/.cache/bin
@@ -23,8 +23,10 @@ build: ## build bin/berthd and bin/berth
 	$(GO) build -trimpath -tags $(TAGS) -ldflags '$(LDFLAGS)' -o bin/berthd ./cmd/daemon
 	$(GO) build -trimpath -tags $(TAGS) -ldflags '$(LDFLAGS)' -o bin/berth ./cmd/client
 
+# Static test binaries too: a test binary is also the container init, and
+# exec runs it inside containers, which have no dynamic loader.
 test: prereqs build ## run every test, unit and integration (as root)
-	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -tags $(TAGS) -ldflags '$(STATIC)' -count=1 -timeout 20m ./...
 
 unit: ## run the tests that need no root
 	$(GO) test -count=1 -run 'Validate|Parse|Default' ./...

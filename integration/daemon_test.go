@@ -55,7 +55,7 @@ func startDaemon(t *testing.T) *testDaemon {
 // start runs berthd and waits until it listens.
 func (d *testDaemon) start(t *testing.T) {
 	t.Helper()
-	d.cmd = exec.Command(testutil.Build(t, "./cmd/daemon", false), d.args...)
+	d.cmd = exec.Command(testutil.Build(t, "./cmd/daemon", true), d.args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -129,7 +129,7 @@ func TestAPIBadRequests(t *testing.T) {
 		t.Errorf("_ping: %q %v", b, resp.Header)
 	}
 	// One daemon per root.
-	second := exec.Command(testutil.Build(t, "./cmd/daemon", false), "--root", d.root, "-H", "unix://"+d.sock+"2", "--config-file", os.DevNull)
+	second := exec.Command(testutil.Build(t, "./cmd/daemon", true), "--root", d.root, "-H", "unix://"+d.sock+"2", "--config-file", os.DevNull)
 	if out, err := second.CombinedOutput(); err == nil || !strings.Contains(string(out), "another berthd") {
 		t.Errorf("a second daemon on the same root: %v %s", err, out)
 	}
@@ -154,7 +154,7 @@ func TestSocketActivation(t *testing.T) {
 	}
 	l.Close()
 	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=berth.socket exec "$0" "$@"`,
-		testutil.Build(t, "./cmd/daemon", false), "--root", filepath.Join(dir, "root"), "-H", "fd://", "--config-file", os.DevNull)
+		testutil.Build(t, "./cmd/daemon", true), "--root", filepath.Join(dir, "root"), "-H", "fd://", "--config-file", os.DevNull)
 	cmd.ExtraFiles = []*os.File{f}
 	var log strings.Builder
 	cmd.Stdout, cmd.Stderr = &log, &log

@@ -30,7 +30,7 @@ func newImageCLI(t *testing.T) *imageCLI {
 	t.Helper()
 	testutil.RequiresRoot(t)
 	dir := t.TempDir()
-	return &imageCLI{t: t, bin: testutil.Build(t, "./cmd/daemon", false), root: filepath.Join(dir, "root"), dockerCfg: filepath.Join(dir, "docker")}
+	return &imageCLI{t: t, bin: testutil.Build(t, "./cmd/daemon", true), root: filepath.Join(dir, "root"), dockerCfg: filepath.Join(dir, "docker")}
 }
 
 func (c *imageCLI) command(args ...string) *exec.Cmd {

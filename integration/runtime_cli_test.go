@@ -33,7 +33,7 @@ func newCLIFixture(t *testing.T, args ...string) *cliFixture {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	f := &cliFixture{bin: testutil.Build(t, "./cmd/daemon", false), root: filepath.Join(dir, "state"), bundle: filepath.Join(dir, "bundle")}
+	f := &cliFixture{bin: testutil.Build(t, "./cmd/daemon", true), root: filepath.Join(dir, "state"), bundle: filepath.Join(dir, "bundle")}
 	testutil.Rootfs(t, filepath.Join(f.bundle, "rootfs"))
 	var err error
 	if f.spec, err = berthruntime.DefaultSpec("rootfs", args...); err != nil {

@@ -64,7 +64,7 @@ func waitExit(t *testing.T, dir string) *shim.Exit {
 func TestShimRunsAndLogs(t *testing.T) {
 	t.Parallel()
 	dir, cfg := shimFixture(t, "sh", "-c", "echo out; echo err >&2; sleep 0.3; exit 3")
-	pid, err := shim.Start(testutil.Build(t, "./cmd/daemon", false), dir, cfg)
+	pid, err := shim.Start(testutil.Build(t, "./cmd/daemon", true), dir, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestShimRunsAndLogs(t *testing.T) {
 func TestShimStartFailure(t *testing.T) {
 	t.Parallel()
 	dir, cfg := shimFixture(t, "/no/such/binary")
-	_, err := shim.Start(testutil.Build(t, "./cmd/daemon", false), dir, cfg)
+	_, err := shim.Start(testutil.Build(t, "./cmd/daemon", true), dir, cfg)
 	if err == nil || !strings.Contains(err.Error(), "/no/such/binary") {
 		t.Fatalf("start of a missing binary: %v", err)
 	}
@@ -141,7 +141,7 @@ func launchShimAndExit() {
 func TestContainerOutlivesLauncher(t *testing.T) {
 	t.Parallel()
 	dir, cfg := shimFixture(t, "sh", "-c", "for i in 1 2 3 4 5; do echo tick $i; sleep 0.2; done; exit 7")
-	req, _ := json.Marshal(map[string]any{"Exe": testutil.Build(t, "./cmd/daemon", false), "Dir": dir, "Cfg": cfg})
+	req, _ := json.Marshal(map[string]any{"Exe": testutil.Build(t, "./cmd/daemon", true), "Dir": dir, "Cfg": cfg})
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), launchShimEnv+"="+string(req))
 	out, err := cmd.Output()

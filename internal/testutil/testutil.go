@@ -50,8 +50,8 @@ var builds struct {
 }
 
 // Build builds the package at pkg (a path from the module root, such as
-// ./cmd/daemon) once per test binary and returns the binary's path. cgo is
-// off when static is set.
+// ./cmd/daemon) once per test binary and returns the binary's path, linked
+// statically when static is set.
 func Build(t testing.TB, pkg string, static bool) string {
 	t.Helper()
 	builds.Lock()
@@ -65,12 +65,15 @@ func Build(t testing.TB, pkg string, static bool) string {
 	}
 	out := filepath.Join(dir, filepath.Base(pkg))
 	_, self, _, _ := runtime.Caller(0)
-	cmd := exec.Command("go", "build", "-o", out, pkg)
+	args := []string{"build", "-o", out}
+	if static {
+		// As the Makefile builds: runs inside containers, which have no
+		// dynamic loader (exec runs berthd there).
+		args = append(args, "-tags", "osusergo,netgo", "-ldflags", "-linkmode external -extldflags -static")
+	}
+	cmd := exec.Command("go", append(args, pkg)...)
 	cmd.Dir = filepath.Join(filepath.Dir(self), "..", "..")
 	cmd.Env = os.Environ()
-	if static {
-		cmd.Env = append(cmd.Env, "CGO_ENABLED=0")
-	}
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build %s: %v: %s", pkg, err, b)
 	}

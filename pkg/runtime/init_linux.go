@@ -57,6 +57,9 @@ func runInit(sock *os.File) error {
 	if m.Type != msgConfig || m.Config == nil {
 		return fmt.Errorf("sync: got %q, want config", m.Type)
 	}
+	if m.Config.Exec {
+		return runExecInit(sock, m.Config)
+	}
 	// This thread execs the container process later, which so starts in
 	// the cgroup; the other runtime threads die at execve.
 	err = cgroups.JoinSelf(cgroupFds)
@@ -107,6 +110,39 @@ func runInit(sock *os.File) error {
 	// fd above stdio close-on-exec, whoever opened it.
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		return stage("close fds", err)
+	}
+	return stage("exec "+spec.Process.Args[0], unix.Exec(exe, spec.Process.Args, spec.Process.Env))
+}
+
+// runExecInit sets up a process entering a running container and execs
+// it: it already is in the container's namespaces and cgroup.
+func runExecInit(sock *os.File, cfg *initConfig) error {
+	spec := cfg.Spec
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return stage("prctl dumpable", err)
+	}
+	if err := stage("set rlimits", setRlimits(spec.Process.Rlimits)); err != nil {
+		return err
+	}
+	if spec.Process.Terminal {
+		if err := stage("set up console", setupConsole(sock, spec.Process.ConsoleSize)); err != nil {
+			return err
+		}
+	}
+	exe, err := lookPath(spec.Process)
+	if err != nil {
+		return err
+	}
+	if err := finalize(spec, cfg.Seccomp); err != nil {
+		return err
+	}
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return stage("close fds", err)
+	}
+	// Ready last: an error before execve still reaches the caller, which
+	// reads until ready or the socket closes at execve.
+	if err := writeMsg(sock, syncMsg{Type: msgReady}); err != nil {
+		return err
 	}
 	return stage("exec "+spec.Process.Args[0], unix.Exec(exe, spec.Process.Args, spec.Process.Env))
 }

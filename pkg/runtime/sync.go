@@ -55,6 +55,9 @@ type initConfig struct {
 	Rootfs     string      `json:"rootfs"`
 	CgroupPath string      `json:"cgroupPath"`
 	Seccomp    []byte      `json:"seccomp,omitempty"` // compiled BPF (see seccompProgram)
+	// Exec: a process entering a running container (see Container.Exec),
+	// already in its namespaces and cgroup, with no rootfs to set up.
+	Exec bool `json:"exec,omitempty"`
 }
 
 // maxMsgFds bounds the fds one sync message carries: a pty master, or one
