@@ -91,6 +91,29 @@ func TestDockerCLIContainers(t *testing.T) {
 	if out := d.dockerOK(t, "inspect", "-f", "{{.State.Running}} {{.Name}} {{.Config.Image}}", id[:8]); out != "true /web busybox\n" {
 		t.Errorf("inspect: %q", out)
 	}
+	// exec: output and exit code, stdin, a terminal, user and directory,
+	// a missing command (127), detached.
+	out, err = d.docker(t, "", "exec", "web", "sh", "-c", "echo in $(cat /proc/1/comm) $$; exit 3")
+	if code := exitCode(t, err); code != 3 || !strings.HasPrefix(out, "in sh ") {
+		t.Errorf("exec: code %d, %q", code, out)
+	}
+	if out, err := d.docker(t, "piped\n", "exec", "-i", "web", "cat"); err != nil || out != "piped\n" {
+		t.Errorf("exec -i: %v %q", err, out)
+	}
+	script = exec.Command(testutil.Require(t, "script"), "-qec", "stty rows 12 cols 34; docker exec -it web sh -c 'stty size'", os.DevNull)
+	script.Env = append(os.Environ(), "DOCKER_HOST=unix://"+d.sock, "DOCKER_CONFIG="+filepath.Join(filepath.Dir(d.sock), "docker"))
+	if b, err := script.CombinedOutput(); err != nil || !strings.Contains(string(b), "12 34") {
+		t.Errorf("exec -it: %v %q", err, b)
+	}
+	if out := d.dockerOK(t, "exec", "-u", "1000:1000", "-w", "/tmp", "-e", "X=y", "web", "sh", "-c", "id -u; pwd; echo $X"); out != "1000\n/tmp\ny\n" {
+		t.Errorf("exec -u -w -e: %q", out)
+	}
+	out, err = d.docker(t, "", "exec", "web", "nosuch")
+	if code := exitCode(t, err); code != 127 || !strings.Contains(out, `"nosuch"`) {
+		t.Errorf("exec of a missing command: code %d, %q", code, out)
+	}
+	d.dockerOK(t, "exec", "-d", "web", "sh", "-c", "echo detached > /tmp/d")
+	eventually(t, "detached exec ran", func() bool { out, _ := d.docker(t, "", "exec", "web", "cat", "/tmp/d"); return out == "detached\n" })
 	out, err = d.docker(t, "", "rm", "web")
 	if err == nil || !strings.Contains(out, "container is running") {
 		t.Errorf("rm of a running container: %v %s", err, out)
@@ -340,6 +363,10 @@ func TestBerthCLIContainers(t *testing.T) {
 		t.Errorf("start -a: %v %q", err, out)
 	}
 	d.berthOK(t, "start", "svc")
+	out, err = d.berth(t, "in\n", "exec", "-i", "-e", "V=w", "svc", "sh", "-c", "cat; echo $V; exit 5")
+	if code := exitCode(t, err); code != 5 || out != "in\nw\n" {
+		t.Errorf("berth exec: code %d, %q", code, out)
+	}
 	d.berthOK(t, "rename", "svc", "svc2")
 	if out := d.berthOK(t, "inspect", "-f", "{{.Name}} {{.State.Status}}", "svc2"); out != "/svc2 running\n" {
 		t.Errorf("inspect: %q", out)

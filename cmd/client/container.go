@@ -33,7 +33,7 @@ func (c *cli) containerCmd() *cobra.Command {
 
 func (c *cli) containerCommands() []*cobra.Command {
 	return []*cobra.Command{c.runCmd(), c.createCmd(), c.startCmd(), c.stopCmd(), c.restartCmd(), c.killCmd(),
-		c.rmCmd(), c.logsCmd(), c.attachCmd(), c.waitCmd(), c.renameCmd(), c.containerInspectCmd()}
+		c.rmCmd(), c.logsCmd(), c.attachCmd(), c.waitCmd(), c.renameCmd(), c.containerInspectCmd(), c.execCmd()}
 }
 
 // eachContainer runs fn on every argument, printing each name that

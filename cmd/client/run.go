@@ -405,43 +405,10 @@ func (c *cli) attachAndStart(cmd *cobra.Command, id string, tty, stdin, removed 
 			return err
 		}
 	}
-	in, out := os.Stdin, os.Stdout
-	if tty {
-		if stdin && term.IsTerminal(int(in.Fd())) {
-			state, err := term.MakeRaw(int(in.Fd()))
-			if err == nil {
-				defer func() { _ = term.Restore(int(in.Fd()), state) }()
-			}
-		}
-		if term.IsTerminal(int(out.Fd())) {
-			resize := func() {
-				if w, h, err := term.GetSize(int(out.Fd())); err == nil {
-					_, _ = api.ContainerResize(ctx, id, client.ContainerResizeOptions{Height: uint(h), Width: uint(w)})
-				}
-			}
-			resize()
-			winch := make(chan os.Signal, 1)
-			signal.Notify(winch, unix.SIGWINCH)
-			defer signal.Stop(winch)
-			go func() {
-				for range winch {
-					resize()
-				}
-			}()
-		}
+	resize := func(h, w uint) {
+		_, _ = api.ContainerResize(ctx, id, client.ContainerResizeOptions{Height: h, Width: w})
 	}
-	if stdin {
-		go func() {
-			_, _ = io.Copy(att.Conn, in)
-			_ = att.CloseWrite()
-		}()
-	}
-	if tty {
-		_, err = io.Copy(out, att.Reader)
-	} else {
-		_, err = stdcopy.StdCopy(out, os.Stderr, att.Reader)
-	}
-	if err != nil && !errors.Is(err, io.EOF) {
+	if err := pumpStreams(att.HijackedResponse, tty, stdin, resize); err != nil {
 		return err
 	}
 	// The stream ends after the exit is recorded; a container that still
@@ -461,4 +428,51 @@ func (c *cli) attachAndStart(cmd *cobra.Command, id string, tty, stdin, removed 
 	case err := <-wait.Error:
 		return err
 	}
+}
+
+// pumpStreams joins our terminal (or pipes) to a hijacked stream: raw mode
+// and window size follow for a terminal; stdin goes in until it ends;
+// output comes out, demultiplexed unless a terminal, until the stream ends.
+func pumpStreams(att client.HijackedResponse, tty, stdin bool, resize func(h, w uint)) error {
+	in, out := os.Stdin, os.Stdout
+	if tty {
+		if stdin && term.IsTerminal(int(in.Fd())) {
+			state, err := term.MakeRaw(int(in.Fd()))
+			if err == nil {
+				defer func() { _ = term.Restore(int(in.Fd()), state) }()
+			}
+		}
+		if term.IsTerminal(int(out.Fd())) {
+			sendSize := func() {
+				if w, h, err := term.GetSize(int(out.Fd())); err == nil {
+					resize(uint(h), uint(w))
+				}
+			}
+			sendSize()
+			winch := make(chan os.Signal, 1)
+			signal.Notify(winch, unix.SIGWINCH)
+			defer signal.Stop(winch)
+			go func() {
+				for range winch {
+					sendSize()
+				}
+			}()
+		}
+	}
+	if stdin {
+		go func() {
+			_, _ = io.Copy(att.Conn, in)
+			_ = att.CloseWrite()
+		}()
+	}
+	var err error
+	if tty {
+		_, err = io.Copy(out, att.Reader)
+	} else {
+		_, err = stdcopy.StdCopy(out, os.Stderr, att.Reader)
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
 }

@@ -37,6 +37,7 @@ type Daemon struct {
 	registry *registry.Client
 	snapshot snapshot.Driver
 	ctrs     *containers
+	execs    execs
 	// log rotation of containers' logs
 	logMaxSize  int64
 	logMaxFiles int

@@ -90,10 +90,12 @@ func (s *server) run(report func(status), release *os.File) (*Exit, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.log, err = logs.Open(cfg.LogPath, cfg.LogMaxSize, cfg.LogMaxFiles); err != nil {
-		return nil, err
+	if cfg.LogPath != "" {
+		if s.log, err = logs.Open(cfg.LogPath, cfg.LogMaxSize, cfg.LogMaxFiles); err != nil {
+			return nil, err
+		}
+		defer s.log.Close()
 	}
-	defer s.log.Close()
 
 	var pumps sync.WaitGroup
 	pump := func(stream string, r *os.File) {
@@ -102,10 +104,15 @@ func (s *server) run(report func(status), release *os.File) (*Exit, error) {
 			defer pumps.Done()
 			defer r.Close()
 			// A pty reports EIO once its last slave closes: the end.
-			_ = s.log.Copy(stream, io.TeeReader(r, writerFunc(func(p []byte) (int, error) {
+			tee := io.TeeReader(r, writerFunc(func(p []byte) (int, error) {
 				s.broadcast(stream, p)
 				return len(p), nil
-			})))
+			}))
+			if s.log == nil { // an exec's output is not logged
+				_, _ = io.Copy(io.Discard, tee)
+				return
+			}
+			_ = s.log.Copy(stream, tee)
 		}()
 	}
 	var opts []runtime.CreateOpt
@@ -139,25 +146,40 @@ func (s *server) run(report func(status), release *os.File) (*Exit, error) {
 		pump("stderr", errR)
 	}
 	ctx := context.Background()
-	c, err := rt.Create(ctx, cfg.ID, cfg.Bundle, opts...)
-	// The container holds its own copies; the log ends when it exits.
-	for _, f := range toClose {
-		f.Close()
+	// closeChildEnds: the process holds its own copies of the pipes' far
+	// ends; the output ends when it exits.
+	closeChildEnds := func() {
+		for _, f := range toClose {
+			f.Close()
+		}
 	}
-	if err != nil {
-		pumps.Wait()
-		return nil, err
-	}
-	if s.console != nil {
+	// pumpConsole copies a new pty's output.
+	pumpConsole := func() error {
+		if s.console == nil {
+			return nil
+		}
 		s.mu.Lock()
 		s.stdin = s.console
 		s.mu.Unlock()
 		dup, err := unix.Dup(int(s.console.Fd()))
 		if err != nil {
-			_ = c.Delete(ctx, true)
-			return nil, err
+			return err
 		}
 		pump("stdout", os.NewFile(uintptr(dup), "pty"))
+		return nil
+	}
+	if cfg.Exec != nil {
+		return s.runExec(ctx, rt, opts, report, release, closeChildEnds, pumpConsole, &pumps)
+	}
+	c, err := rt.Create(ctx, cfg.ID, cfg.Bundle, opts...)
+	closeChildEnds()
+	if err != nil {
+		pumps.Wait()
+		return nil, err
+	}
+	if err := pumpConsole(); err != nil {
+		_ = c.Delete(ctx, true)
+		return nil, err
 	}
 	s.cleanup = func() {
 		_ = c.Delete(ctx, true)
@@ -167,13 +189,11 @@ func (s *server) run(report func(status), release *os.File) (*Exit, error) {
 	}
 	report(status{Pid: c.Pid()})
 	// Attach clients connect now; the daemon then says go (or hangs up).
-	var one [1]byte
-	if n, _ := release.Read(one[:]); n != 1 {
+	if !released(release) {
 		_ = c.Delete(ctx, true)
 		pumps.Wait()
 		return nil, fmt.Errorf("container %s was not started", cfg.ID)
 	}
-	release.Close()
 	if err := c.Start(ctx); err != nil {
 		_ = c.Delete(ctx, true)
 		pumps.Wait()
@@ -186,6 +206,50 @@ func (s *server) run(report func(status), release *os.File) (*Exit, error) {
 	if st, serr := c.State(); serr == nil {
 		exit.OOMKilled = st.OOMKilled
 	}
+	if err != nil {
+		exit.Error = err.Error()
+	}
+	return exit, nil
+}
+
+// released waits for the daemon's go: one byte, or a hang-up for no.
+func released(release *os.File) bool {
+	var one [1]byte
+	n, _ := release.Read(one[:])
+	release.Close()
+	return n == 1
+}
+
+// runExec runs a process in the running container: attach clients connect
+// first, then it starts.
+func (s *server) runExec(ctx context.Context, rt *runtime.Runtime, opts []runtime.CreateOpt, report func(status), release *os.File,
+	closeChildEnds func(), pumpConsole func() error, pumps *sync.WaitGroup) (*Exit, error) {
+	fail := func(err error) (*Exit, error) {
+		closeChildEnds()
+		pumps.Wait()
+		return nil, err
+	}
+	c, err := rt.Load(s.cfg.ID)
+	if err != nil {
+		return fail(err)
+	}
+	report(status{})
+	if !released(release) {
+		return fail(fmt.Errorf("exec in %s was not started", s.cfg.ID))
+	}
+	proc, err := c.Exec(ctx, s.cfg.Exec, opts...)
+	if err != nil {
+		return fail(err)
+	}
+	closeChildEnds()
+	if err := pumpConsole(); err != nil {
+		_ = proc.Kill(unix.SIGKILL)
+		return fail(err)
+	}
+	report(status{Started: true, Pid: proc.Pid()})
+	code, err := proc.Wait(ctx)
+	pumps.Wait()
+	exit := &Exit{ExitCode: code, FinishedAt: time.Now().UTC()}
 	if err != nil {
 		exit.Error = err.Error()
 	}

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/berth-containers/berth/internal/atomicfile"
 )
 
@@ -33,6 +35,10 @@ type Config struct {
 	StdinOnce bool `json:"stdinOnce,omitempty"`
 	// Unmount is unmounted once the container ended (its root filesystem).
 	Unmount string `json:"unmount,omitempty"`
+	// Exec, when set, is a process to run in the running container ID
+	// instead of the container itself; its output is not logged (LogPath
+	// empty) and its exit goes to DIR/exit.json as a container's does.
+	Exec *specs.Process `json:"exec,omitempty"`
 }
 
 // Exit is a finished container's status, in DIR/exit.json.
@@ -135,6 +141,9 @@ func (l *Launch) Start() error {
 	}
 	if st.Error != "" {
 		return errors.New(st.Error)
+	}
+	if st.Pid != 0 { // an exec's process exists only now
+		l.pid = st.Pid
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -201,27 +203,15 @@ func (s *Server) attachContainer(ctx context.Context, w http.ResponseWriter, r *
 			return errBadRequestf("%v", err)
 		}
 	}
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		return fmt.Errorf("connection cannot be taken over")
-	}
 	// The place is claimed before the client hears 101 and goes on to
 	// start the container.
 	att := s.b.ContainerAttach(ctr, opts)
-	conn, buf, err := hj.Hijack()
+	conn, buf, err := hijack(w, r, ctr.Config.Tty)
 	if err != nil {
 		att.Close()
 		return err
 	}
 	defer conn.Close()
-	ct := "application/vnd.docker.multiplexed-stream"
-	if ctr.Config.Tty {
-		ct = "application/vnd.docker.raw-stream"
-	}
-	fmt.Fprintf(buf, "HTTP/1.1 101 UPGRADED\r\nContent-Type: %s\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n", ct)
-	if err := buf.Flush(); err != nil {
-		return nil
-	}
 	// The request's context ends with the hijack; the client's hang-up
 	// ends this one.
 	actx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -246,10 +236,45 @@ func (s *Server) attachContainer(ctx context.Context, w http.ResponseWriter, r *
 	if err != nil || sc == nil {
 		return nil
 	}
+	pipeStreams(conn, buf, sc, opts.Stdin, keys)
+	return nil
+}
+
+// hijack takes the connection over and answers 101 (or 200 to a client
+// that asked for no upgrade) with the stream's content type.
+func hijack(w http.ResponseWriter, r *http.Request, tty bool) (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		return nil, nil, fmt.Errorf("connection cannot be taken over")
+	}
+	conn, buf, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	ct := "application/vnd.docker.multiplexed-stream"
+	if tty {
+		ct = "application/vnd.docker.raw-stream"
+	}
+	if r.Header.Get("Upgrade") != "" {
+		fmt.Fprintf(buf, "HTTP/1.1 101 UPGRADED\r\nContent-Type: %s\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n", ct)
+	} else {
+		fmt.Fprintf(buf, "HTTP/1.1 200 OK\r\nContent-Type: %s\r\n\r\n", ct)
+	}
+	if err := buf.Flush(); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return conn, buf, nil
+}
+
+// pipeStreams joins a client's hijacked connection to a shim's attach
+// connection: stdin in (until the client half-closes or types the detach
+// keys), output out until the process ends.
+func pipeStreams(conn net.Conn, client io.Reader, sc *net.UnixConn, stdin bool, keys []byte) {
 	defer sc.Close()
-	if opts.Stdin {
+	if stdin {
 		go func() {
-			err := copyUntilDetach(sc, buf, keys)
+			err := copyUntilDetach(sc, client, keys)
 			if errors.Is(err, errDetached) {
 				sc.Close()
 				conn.Close()
@@ -259,7 +284,6 @@ func (s *Server) attachContainer(ctx context.Context, w http.ResponseWriter, r *
 		}()
 	}
 	_, _ = io.Copy(conn, sc)
-	return nil
 }
 
 // defaultDetachKeys is Docker's ctrl-p ctrl-q.

@@ -19,6 +19,7 @@ type Backend interface {
 	// ImageInUse reports whether a container uses the image.
 	ImageInUse(id digest.Digest) bool
 	ContainerBackend
+	ExecBackend
 }
 
 // Server serves the API for one backend.

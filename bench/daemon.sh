@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# bench/daemon.sh: the engine end to end, berth beside podman, docker and crun in one run.
+#
+#   1. `run --rm busybox true`, start to exit: berth, podman (--network none), docker
+#      (dockerd 20.10 from docker.io, --network none) and `crun run` of a bundle.
+#   2. 20 × `run -d busybox sleep 60`, in sequence and in parallel: berth, podman, docker.
+#   3. Memory: idle berthd RSS (after start, and after the runs above); RSS and PSS of a
+#      berth shim per container, beside conmon and containerd-shim-runc-v2.
+#   4. `berth ps -a` with 1000 containers.
+#
+# Peers come from ../shared/peers (installed, images built, a private dockerd started; its
+# README lists this machine's quirks). berthd runs on its own root, socket and cgroup
+# parent under $work; only processes this script started are stopped, by pid.
+# Env: RUNS (default 20), WARMUP (default 3), N (containers for step 2, default 20),
+# PS_N (default 1000), OUT (results dir), PEERS (default ../shared/peers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-20} WARMUP=${WARMUP:-3} N=${N:-20} PS_N=${PS_N:-1000}
+PEERS=${PEERS:-$(cd ../shared/peers && pwd)}
+work=${BENCH_DIR:-/tmp/berth-bench-daemon}
+OUT=${OUT:-$work/results}
+# shellcheck source=/dev/null
+. "$PEERS/lib.sh"
+scripts/install-prereqs.sh bench
+"$PEERS/setup-peers.sh" >/dev/null
+LARGE_IMAGE=none "$PEERS/build-images.sh" >/dev/null
+"$PEERS/daemons.sh" start dockerd >/dev/null || echo "dockerd did not start: docker rows are skipped"
+make -s build
+
+rm -rf "$work" && mkdir -p "$work" "$OUT"
+sock=$work/berth.sock
+berth() { bin/berth -H "unix://$sock" "$@"; }
+bin/berthd --root "$work/root" -H "unix://$sock" --config-file /dev/null --cgroup-parent /berth-bench \
+	>"$work/berthd.log" 2>&1 &
+berthd_pid=$!
+cleanup() {
+	berth ps -aq 2>/dev/null | xargs -r bin/berth -H "unix://$sock" rm -f >/dev/null 2>&1 || true
+	kill "$berthd_pid" 2>/dev/null && wait "$berthd_pid" 2>/dev/null || true
+	podman ps -aq --filter "label=$BENCH_LABEL" | xargs -r podman rm -f >/dev/null 2>&1 || true
+	if dockerd_up; then
+		"$DOCKER" ps -aq --filter "label=$BENCH_LABEL" | xargs -r "$DOCKER" rm -f >/dev/null 2>&1 || true
+	fi
+	"$PEERS/daemons.sh" stop dockerd >/dev/null 2>&1 || true
+	rmdir /sys/fs/cgroup/*/berth-bench 2>/dev/null || true
+}
+trap cleanup EXIT
+for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+pss_kb() { awk '/^Pss:/ {s += $2} END {print s}' "/proc/$1/smaps_rollup"; }
+idle_start=$(rss_kb "$berthd_pid")
+tar -C "$BUSYBOX_ROOTFS" -cf "$work/busybox.tar" .
+berth import "$work/busybox.tar" busybox >/dev/null
+if dockerd_up; then
+	"$DOCKER" image inspect busybox:latest >/dev/null 2>&1 || "$DOCKER" load -q -i "$BUSYBOX_DOCKER_TAR" >/dev/null
+fi
+
+echo "== 1. run --rm busybox true"
+rows=(-n "berth run --rm" "bin/berth -H unix://$sock run --rm busybox true"
+	-n "podman run --rm --network none" "podman run --rm --network none localhost/busybox true")
+if dockerd_up; then
+	rows+=(-n "docker run --rm --network none" "$DOCKER run --rm --network none busybox true")
+fi
+hyperfine --style basic --warmup "$WARMUP" --runs "$RUNS" --export-json "$OUT/run.json" "${rows[@]}"
+# crun refuses this machine's hybrid cgroups unless cgroup.controllers reads empty.
+run_masked hyperfine --style basic --warmup "$WARMUP" --runs "$RUNS" --export-json "$OUT/run-crun.json" \
+	-n "crun run (bundle)" "crun --root $CRUN_ROOT run --bundle $BUNDLE bench\$\$"
+
+echo "== 2. $N × run -d busybox sleep 60"
+many() { # ENGINE MODE CMD...: time N starts, in sequence or in parallel
+	local engine=$1 mode=$2 start end i
+	shift 2
+	start=$(date +%s.%N)
+	if [ "$mode" = sequential ]; then
+		for i in $(seq "$N"); do "$@" >/dev/null; done
+	else
+		local pids=()
+		for i in $(seq "$N"); do
+			"$@" >/dev/null &
+			pids+=($!)
+		done
+		wait "${pids[@]}" # not berthd, also our child
+	fi
+	end=$(date +%s.%N)
+	printf '%-8s %-10s %6.2f s for %d\n' "$engine" "$mode" "$(echo "$end - $start" | bc)" "$N" | tee -a "$OUT/many.txt"
+}
+for mode in sequential parallel; do
+	many berth "$mode" berth run -d -l "$BENCH_LABEL" busybox sleep 60
+	# Shim memory while N containers run.
+	if [ "$mode" = sequential ]; then
+		shims=$(pgrep -f "__berth_shim $work/root" || true)
+		n=0 rss=0 pss=0
+		for p in $shims; do n=$((n + 1)) rss=$((rss + $(rss_kb "$p"))) pss=$((pss + $(pss_kb "$p"))); done
+		[ "$n" -gt 0 ] && echo "berth shim: $n running, RSS $((rss / n)) KiB, PSS $((pss / n)) KiB each" | tee -a "$OUT/many.txt"
+	fi
+	berth ps -aq | xargs -r bin/berth -H "unix://$sock" rm -f >/dev/null
+	many podman "$mode" podman run -d --network none -l "$BENCH_LABEL" localhost/busybox sleep 60
+	podman ps -aq --filter "label=$BENCH_LABEL" | xargs -r podman rm -f -t 0 >/dev/null
+	if dockerd_up; then
+		many docker "$mode" "$DOCKER" run -d --network none -l "$BENCH_LABEL" busybox sleep 60
+		"$DOCKER" ps -aq --filter "label=$BENCH_LABEL" | xargs -r "$DOCKER" rm -f >/dev/null
+	fi
+done
+
+echo "== 3. memory"
+idle_after=$(rss_kb "$berthd_pid")
+echo "berthd idle RSS: $idle_start KiB at start, $idle_after KiB after the runs above" | tee "$OUT/mem.txt"
+
+echo "== 4. ps -a with $PS_N containers"
+for i in $(seq "$PS_N"); do berth create busybox true >/dev/null; done
+hyperfine --style basic --warmup 2 --runs 10 --export-json "$OUT/ps.json" \
+	-n "berth ps -a ($PS_N containers)" "bin/berth -H unix://$sock ps -a"
+
+echo "== medians"
+python3 - "$OUT"/run.json "$OUT"/run-crun.json "$OUT"/ps.json <<'PY'
+import json, sys
+for f in sys.argv[1:]:
+    for r in json.load(open(f))["results"]:
+        print(f"{r['command']:40} median {r['median']*1000:7.1f} ms  min {r['min']*1000:7.1f} ms")
+PY
+cat "$OUT/many.txt" "$OUT/mem.txt"
