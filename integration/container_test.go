@@ -112,13 +112,26 @@ func TestDockerCLIContainers(t *testing.T) {
 	if code := exitCode(t, err); code != 127 || !strings.Contains(out, `"nosuch"`) {
 		t.Errorf("exec of a missing command: code %d, %q", code, out)
 	}
+	if out := d.dockerOK(t, "top", "web"); !strings.Contains(out, "PID") || !strings.Contains(out, "sleep 0.05") && !strings.Contains(out, "sh -c") {
+		t.Errorf("top:\n%s", out)
+	}
+	if out := d.dockerOK(t, "stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}}", "web"); !strings.HasPrefix(out, "web ") {
+		t.Errorf("stats: %q", out)
+	}
+	if out := d.dockerOK(t, "system", "df"); !strings.Contains(out, "Containers      1") {
+		t.Errorf("system df:\n%s", out)
+	}
 	d.dockerOK(t, "exec", "-d", "web", "sh", "-c", "echo detached > /tmp/d")
 	eventually(t, "detached exec ran", func() bool { out, _ := d.docker(t, "", "exec", "web", "cat", "/tmp/d"); return out == "detached\n" })
 	out, err = d.docker(t, "", "rm", "web")
 	if err == nil || !strings.Contains(out, "container is running") {
 		t.Errorf("rm of a running container: %v %s", err, out)
 	}
+	since := time.Now().Add(-time.Second).Unix()
 	d.dockerOK(t, "stop", "web")
+	if out := d.dockerOK(t, "events", "--since", fmt.Sprint(since), "--until", fmt.Sprint(time.Now().Unix()+1), "--filter", "event=die"); !strings.Contains(out, "container die "+id) || !strings.Contains(out, "exitCode=7") {
+		t.Errorf("events: %q", out)
+	}
 	if out := d.dockerOK(t, "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "web"); out != "exited 7\n" {
 		t.Errorf("after stop: %q", out)
 	}

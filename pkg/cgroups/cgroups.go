@@ -42,6 +42,8 @@ type Manager interface {
 	Stats() (*Stats, error)
 	// OOMKilled reports whether the OOM killer has ended a process in the group.
 	OOMKilled() bool
+	// Procs lists the processes in the group.
+	Procs() ([]int, error)
 	// Kill sends SIGKILL to every process in the group.
 	Kill() error
 	// Delete removes the cgroup; processes must have exited.
@@ -259,6 +261,8 @@ func (m *v1) OOMKilled() bool { return m.oomKills() > 0 }
 
 func (m *v1) Kill() error { return killProcs(filepath.Join(Root, "pids", m.path, "cgroup.procs")) }
 
+func (m *v1) Procs() ([]int, error) { return readProcs(filepath.Join(Root, "pids", m.path, "cgroup.procs")) }
+
 func (m *v1) Delete() error { return Delete(m.path) }
 
 // Delete removes the group p from every hierarchy with rmdir, which the
@@ -355,6 +359,23 @@ func (m *v2) oomKills() uint64 {
 func (m *v2) OOMKilled() bool { return m.oomKills() > 0 }
 
 func (m *v2) Kill() error { return m.m.Kill() }
+
+func (m *v2) Procs() ([]int, error) { return readProcs(filepath.Join(Root, m.path, "cgroup.procs")) }
+
+// readProcs reads a cgroup.procs file.
+func readProcs(file string) ([]int, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
 
 func (m *v2) Delete() error { return Delete(m.path) }
 

@@ -12,11 +12,13 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,6 +29,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/berth-containers/berth/pkg/cgroups"
 	"github.com/berth-containers/berth/pkg/image"
 	"github.com/berth-containers/berth/pkg/image/snapshot"
 	"github.com/berth-containers/berth/pkg/runtime"
@@ -831,4 +834,68 @@ func (c *containers) Rename(ctr *Container, name string) error {
 		}
 		return ctrs.Put([]byte(cur.ID), b)
 	})
+}
+
+// Top lists the container's processes as ps(1) with psArgs (default
+// "-ef") shows them, as docker top does: ps runs on the host and only
+// the rows of the container's processes are kept.
+func (c *containers) Top(ctx context.Context, ctr *Container, psArgs string) ([]string, [][]string, error) {
+	pids, err := c.procs(ctr)
+	if err != nil {
+		return nil, nil, err
+	}
+	if psArgs == "" {
+		psArgs = "-ef"
+	}
+	out, err := exec.CommandContext(ctx, "ps", strings.Fields(psArgs)...).Output()
+	if err != nil {
+		return nil, nil, invalid(fmt.Errorf("ps %s: %w", psArgs, err))
+	}
+	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	titles := strings.Fields(lines[0])
+	pidCol := slices.Index(titles, "PID")
+	if pidCol < 0 {
+		return nil, nil, invalid(fmt.Errorf("ps %s: no PID column", psArgs))
+	}
+	var rows [][]string
+	for _, l := range lines[1:] {
+		f := strings.Fields(l)
+		if len(f) <= pidCol {
+			continue
+		}
+		pid, err := strconv.Atoi(f[pidCol])
+		if err != nil || !slices.Contains(pids, pid) {
+			continue
+		}
+		// The last column (the command) may hold spaces.
+		if len(f) > len(titles) {
+			f = append(f[:len(titles)-1], strings.Join(f[len(titles)-1:], " "))
+		}
+		rows = append(rows, f)
+	}
+	return titles, rows, nil
+}
+
+// procs are the container's processes, from its cgroup.
+func (c *containers) procs(ctr *Container) ([]int, error) {
+	if st := c.State(ctr); st.Status != container.StateRunning {
+		return nil, fmt.Errorf("container %s is not running: %w", ctr.ID[:12], errdefs.ErrConflict)
+	}
+	cg, err := cgroups.Load(path.Join("/", c.d.cfg.CgroupParent, ctr.ID))
+	if err != nil {
+		return nil, err
+	}
+	return cg.Procs()
+}
+
+// Stats reads the container's cgroup usage.
+func (c *containers) Stats(ctr *Container) (*cgroups.Stats, error) {
+	if st := c.State(ctr); st.Status != container.StateRunning {
+		return &cgroups.Stats{}, nil // docker reports zeros for a stopped container
+	}
+	cg, err := cgroups.Load(path.Join("/", c.d.cfg.CgroupParent, ctr.ID))
+	if err != nil {
+		return nil, err
+	}
+	return cg.Stats()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-containers/berth/pkg/cgroups"
 	"github.com/berth-containers/berth/pkg/image"
 	"github.com/berth-containers/berth/pkg/image/registry"
 	"github.com/berth-containers/berth/pkg/image/snapshot"
@@ -280,3 +282,28 @@ func (d *Daemon) ContainerResize(ctr *Container, height, width uint16) error {
 
 // ContainerRename gives a container a new name.
 func (d *Daemon) ContainerRename(ctr *Container, name string) error { return d.ctrs.Rename(ctr, name) }
+
+// ContainerTop lists a running container's processes as ps(1) does.
+func (d *Daemon) ContainerTop(ctx context.Context, ctr *Container, psArgs string) ([]string, [][]string, error) {
+	return d.ctrs.Top(ctx, ctr, psArgs)
+}
+
+// ContainerStats reads a container's resource usage.
+func (d *Daemon) ContainerStats(ctr *Container) (*cgroups.Stats, error) { return d.ctrs.Stats(ctr) }
+
+// OnContainerExit sets a function told of every container's end.
+func (d *Daemon) OnContainerExit(fn func(*Container, ContainerState)) { d.onExit = fn }
+
+// ContainerSizeRw is the size of the files in a container's writable layer.
+func (d *Daemon) ContainerSizeRw(ctr *Container) int64 {
+	var n int64
+	_ = filepath.WalkDir(filepath.Join(d.containerDir(ctr.ID), "snap", "upper"), func(_ string, e fs.DirEntry, err error) error {
+		if err == nil && e.Type().IsRegular() {
+			if fi, err := e.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}

@@ -41,6 +41,8 @@ type ContainerBackend interface {
 	ContainerAttach(ctr *daemon.Container, o shim.AttachOptions) *daemon.Attachment
 	ContainerResize(ctr *daemon.Container, height, width uint16) error
 	ContainerRename(ctr *daemon.Container, name string) error
+	// ContainerSizeRw is the size of the container's writable layer.
+	ContainerSizeRw(ctr *daemon.Container) int64
 }
 
 func (s *Server) createContainer(ctx context.Context, w http.ResponseWriter, r *http.Request, _ map[string]string) error {

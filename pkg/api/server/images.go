@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	"github.com/moby/moby/api/types/container"
 	imagetypes "github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/api/types/jsonstream"
 
@@ -486,9 +487,20 @@ func (s *Server) diskUsage(_ context.Context, w http.ResponseWriter, _ *http.Req
 		}
 		items = append(items, sum)
 	}
+	ctrs, err := s.b.Containers()
+	if err != nil {
+		return err
+	}
+	ctrItems := []container.Summary{}
+	for _, ctr := range ctrs {
+		st := s.b.ContainerState(ctr)
+		ctrItems = append(ctrItems, container.Summary{ID: ctr.ID, Names: []string{"/" + ctr.Name}, Image: ctr.ImageRef,
+			ImageID: ctr.ImageID.String(), Command: strings.Join(append([]string{ctr.Path}, ctr.Args...), " "),
+			Created: ctr.Created.Unix(), State: st.Status, Status: statusLine(ctr, st), SizeRw: s.b.ContainerSizeRw(ctr)})
+	}
 	return writeJSON(w, http.StatusOK, map[string]any{
 		"LayersSize": store.LayersSize(), "Images": items,
-		"Containers": []any{}, "Volumes": []any{}, "BuildCache": []any{},
+		"Containers": ctrItems, "Volumes": []any{}, "BuildCache": []any{},
 		"ImageUsage": imagetypes.DiskUsage{ActiveCount: active, TotalCount: int64(len(items)), Items: items, Reclaimable: reclaimable},
 	})
 }

@@ -58,6 +58,8 @@ func (s *Server) routes() []route {
 		{"POST", "/containers/{id}/kill", s.killContainer},
 		{"POST", "/containers/{id}/restart", s.restartContainer},
 		{"POST", "/containers/{id}/exec", s.createExec},
+		{"GET", "/containers/{id}/top", s.topContainer},
+		{"GET", "/containers/{id}/stats", s.statsContainer},
 		{"POST", "/exec/{id}/start", s.startExec},
 		{"POST", "/exec/{id}/resize", s.resizeExec},
 		{"GET", "/exec/{id}/json", s.inspectExec},

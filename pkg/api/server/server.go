@@ -1,9 +1,12 @@
 package server
 
 import (
+	"strconv"
+
 	"github.com/moby/moby/api/types/events"
 	digest "github.com/opencontainers/go-digest"
 
+	"github.com/berth-containers/berth/pkg/daemon"
 	"github.com/berth-containers/berth/pkg/image"
 	"github.com/berth-containers/berth/pkg/image/registry"
 )
@@ -20,6 +23,9 @@ type Backend interface {
 	ImageInUse(id digest.Digest) bool
 	ContainerBackend
 	ExecBackend
+	StatsBackend
+	// OnContainerExit sets the function told of every container's end.
+	OnContainerExit(fn func(*daemon.Container, daemon.ContainerState))
 }
 
 // Server serves the API for one backend.
@@ -31,7 +37,12 @@ type Server struct {
 
 // New returns a server for b, reporting version as the daemon's.
 func New(b Backend, version string) *Server {
-	return &Server{b: b, daemonVersion: version, eventBus: NewEvents()}
+	s := &Server{b: b, daemonVersion: version, eventBus: NewEvents()}
+	b.OnContainerExit(func(ctr *daemon.Container, st daemon.ContainerState) {
+		s.eventBus.Publish(events.ContainerEventType, "die", ctr.ID,
+			map[string]string{"name": ctr.Name, "image": ctr.ImageRef, "exitCode": strconv.Itoa(st.ExitCode)})
+	})
+	return s
 }
 
 // imageEvent publishes an image event, naming the image as docker does.
