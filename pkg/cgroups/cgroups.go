@@ -261,7 +261,9 @@ func (m *v1) OOMKilled() bool { return m.oomKills() > 0 }
 
 func (m *v1) Kill() error { return killProcs(filepath.Join(Root, "pids", m.path, "cgroup.procs")) }
 
-func (m *v1) Procs() ([]int, error) { return readProcs(filepath.Join(Root, "pids", m.path, "cgroup.procs")) }
+func (m *v1) Procs() ([]int, error) {
+	return readProcs(filepath.Join(Root, "pids", m.path, "cgroup.procs"))
+}
 
 func (m *v1) Delete() error { return Delete(m.path) }
 

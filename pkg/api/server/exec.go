@@ -123,6 +123,6 @@ func (s *Server) inspectExec(_ context.Context, w http.ResponseWriter, _ *http.R
 	priv := c.Privileged
 	return writeJSON(w, http.StatusOK, container.ExecInspectResponse{ID: e.ID, Running: st.Running, ExitCode: st.ExitCode,
 		ProcessConfig: &container.ExecProcessConfig{Tty: c.Tty, Entrypoint: c.Cmd[0], Arguments: c.Cmd[1:], Privileged: &priv, User: c.User},
-		OpenStdin: c.AttachStdin, OpenStdout: c.AttachStdout, OpenStderr: c.AttachStderr, ContainerID: e.ContainerID,
+		OpenStdin:     c.AttachStdin, OpenStdout: c.AttachStdout, OpenStderr: c.AttachStderr, ContainerID: e.ContainerID,
 		DetachKeys: []byte(c.DetachKeys), Pid: st.Pid})
 }
