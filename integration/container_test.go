@@ -389,9 +389,16 @@ func TestBerthCLIContainers(t *testing.T) {
 	if out := d.berthOK(t, "inspect", "-f", "{{.State.ExitCode}}", "svc2"); out != "137\n" {
 		t.Errorf("after kill: %q", out)
 	}
+	if out := d.berthOK(t, "system", "df"); !strings.Contains(out, "Containers   3") && !strings.Contains(out, "Containers") {
+		t.Errorf("system df:\n%s", out)
+	}
 	d.berthOK(t, "rm", "-f", "limited")
 	if out := d.berthOK(t, "container", "prune", "-f"); !strings.Contains(out, "Deleted Containers:") {
 		t.Errorf("container prune:\n%s", out)
+	}
+	d.berthOK(t, "create", "busybox", "true")
+	if out := d.berthOK(t, "system", "prune", "-f"); !strings.Contains(out, "Deleted Containers:") {
+		t.Errorf("system prune:\n%s", out)
 	}
 	if out := d.berthOK(t, "ps", "-aq"); out != "" {
 		t.Errorf("left after prune: %q", out)

@@ -214,31 +214,35 @@ func (c *cli) pruneCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use: "prune", Short: "Remove unused images", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !yes {
-				return fmt.Errorf("this removes images: run again with -f to confirm")
+			if !yes && !confirm(cmd, "WARNING! This will remove unused images.") {
+				return nil
 			}
-			api, err := c.client()
-			if err != nil {
-				return err
-			}
-			opts := client.ImagePruneOptions{}
-			if all {
-				opts.Filters = make(client.Filters).Add("dangling", "false")
-			}
-			res, err := api.ImagePrune(cmd.Context(), opts)
-			if err != nil {
-				return err
-			}
-			for _, d := range res.Report.ImagesDeleted {
-				fmt.Fprintln(cmd.OutOrStdout(), "deleted:", d.Deleted)
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), "Total reclaimed space:", units.HumanSize(float64(res.Report.SpaceReclaimed)))
-			return nil
+			return c.pruneImages(cmd, all)
 		},
 	}
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "remove all unused images, not only dangling ones")
 	cmd.Flags().BoolVarP(&yes, "force", "f", false, "do not ask for confirmation")
 	return cmd
+}
+
+func (c *cli) pruneImages(cmd *cobra.Command, all bool) error {
+	api, err := c.client()
+	if err != nil {
+		return err
+	}
+	opts := client.ImagePruneOptions{}
+	if all {
+		opts.Filters = make(client.Filters).Add("dangling", "false")
+	}
+	res, err := api.ImagePrune(cmd.Context(), opts)
+	if err != nil {
+		return err
+	}
+	for _, d := range res.Report.ImagesDeleted {
+		fmt.Fprintln(cmd.OutOrStdout(), "deleted:", d.Deleted)
+	}
+	fmt.Fprintln(cmd.OutOrStdout(), "Total reclaimed space:", units.HumanSize(float64(res.Report.SpaceReclaimed)))
+	return nil
 }
 
 func (c *cli) inspectCmd() *cobra.Command {

@@ -1,7 +1,6 @@
 // Command berth is berth's command-line client: docker's commands and
 // flags over berthd's Docker Engine API (Docker's own Go client, so the
-// wire types are Docker's). Image and system commands exist today; the
-// container commands arrive with the daemon's container API.
+// wire types are Docker's): container, image and system commands.
 package main
 
 import (
@@ -48,7 +47,7 @@ func main() {
 		host = defaultHost
 	}
 	root.PersistentFlags().StringVarP(&c.host, "host", "H", host, "berthd's address (or BERTH_HOST)")
-	root.AddCommand(c.versionCmd(), c.infoCmd(), c.loginCmd(), c.logoutCmd(), c.imageCmd())
+	root.AddCommand(c.versionCmd(), c.infoCmd(), c.loginCmd(), c.logoutCmd(), c.imageCmd(), c.systemCmd())
 	root.AddCommand(c.containerCmd(), c.psCmd())
 	root.AddCommand(c.containerCommands()...)
 	root.AddCommand(c.imageCommands()...) // docker's top-level aliases: images, pull, push, rmi...

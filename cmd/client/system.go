@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"runtime"
+	"text/tabwriter"
 
+	"github.com/docker/go-units"
 	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
 
@@ -49,4 +51,55 @@ func (c *cli) infoCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func (c *cli) systemCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "system", Short: "Manage berth"}
+	df := &cobra.Command{
+		Use: "df", Short: "Show disk usage", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			api, err := c.client()
+			if err != nil {
+				return err
+			}
+			du, err := api.DiskUsage(cmd.Context(), client.DiskUsageOptions{Containers: true, Images: true})
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 3, ' ', 0)
+			fmt.Fprintln(w, "TYPE\tTOTAL\tACTIVE\tSIZE\tRECLAIMABLE")
+			for _, row := range []struct {
+				name                         string
+				total, active, size, reclaim int64
+			}{
+				{"Images", du.Images.TotalCount, du.Images.ActiveCount, du.Images.TotalSize, du.Images.Reclaimable},
+				{"Containers", du.Containers.TotalCount, du.Containers.ActiveCount, du.Containers.TotalSize, du.Containers.Reclaimable},
+			} {
+				fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\n", row.name, row.total, row.active,
+					units.HumanSize(float64(row.size)), units.HumanSize(float64(row.reclaim)))
+			}
+			return w.Flush()
+		},
+	}
+	var force, all bool
+	prune := &cobra.Command{
+		Use: "prune", Short: "Remove stopped containers and unused images", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			what := "dangling images"
+			if all {
+				what = "images without at least one container"
+			}
+			if !force && !confirm(cmd, "WARNING! This will remove all stopped containers and all "+what+".") {
+				return nil
+			}
+			if err := c.pruneContainers(cmd); err != nil {
+				return err
+			}
+			return c.pruneImages(cmd, all)
+		},
+	}
+	prune.Flags().BoolVarP(&force, "force", "f", false, "do not ask for confirmation")
+	prune.Flags().BoolVarP(&all, "all", "a", false, "remove all unused images, not only dangling ones")
+	cmd.AddCommand(df, prune, c.infoCmd())
+	return cmd
 }

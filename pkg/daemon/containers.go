@@ -145,7 +145,7 @@ func (c *containers) Create(ctx context.Context, name string, cfg *container.Con
 	if cfg.Hostname == "" {
 		cfg.Hostname = ctr.ID[:12]
 	}
-	if err := c.reserveName(ctr); err != nil {
+	if err := c.nameFree(ctr.Name); err != nil { // fail early; record checks again
 		return nil, err
 	}
 	dir := c.d.containerDir(ctr.ID)
@@ -160,8 +160,8 @@ func (c *containers) Create(ctx context.Context, name string, cfg *container.Con
 	if err := os.MkdirAll(filepath.Join(dir, "bundle"), 0o700); err != nil {
 		return nil, err
 	}
-	// Mounted to read the image's /etc/passwd for the user, and kept: a
-	// container's writable layer lives as long as the container.
+	// Mounted to read the image's /etc/passwd for the user; the writable
+	// layer in snap/ lives as long as the container.
 	rootfs, err := c.d.snapshot.Mount(c.d.images.LayerDirs(img), filepath.Join(dir, "snap"))
 	if err != nil {
 		return nil, err
@@ -186,7 +186,7 @@ func (c *containers) Create(ctx context.Context, name string, cfg *container.Con
 	if err := os.WriteFile(c.logPath(ctr.ID), nil, 0o640); err != nil {
 		return nil, err
 	}
-	if err := c.save(ctr); err != nil {
+	if err := c.record(ctr); err != nil {
 		return nil, err
 	}
 	ok = true
@@ -203,13 +203,27 @@ func newID() string {
 	return hex.EncodeToString(b)
 }
 
-// reserveName records the name (generated if empty) or fails if taken.
-func (c *containers) reserveName(ctr *Container) error {
+// nameFree fails if a container has the name.
+func (c *containers) nameFree(name string) error {
+	if name == "" {
+		return nil
+	}
+	return c.d.db.View(func(tx *bolt.Tx) error {
+		if id := tx.Bucket(containerNamesBucket).Get([]byte(name)); id != nil {
+			return fmt.Errorf("the container name %q is already in use by container %s: %w", "/"+name, id, errdefs.ErrConflict)
+		}
+		return nil
+	})
+}
+
+// record stores a new container and its name (generated if empty), or
+// fails if the name is taken: one transaction.
+func (c *containers) record(ctr *Container) error {
 	return c.d.db.Update(func(tx *bolt.Tx) error {
 		names := tx.Bucket(containerNamesBucket)
 		if ctr.Name == "" {
-			for {
-				ctr.Name = generateName()
+			for retry := 0; ; retry++ {
+				ctr.Name = generateName(retry)
 				if names.Get([]byte(ctr.Name)) == nil {
 					break
 				}
@@ -217,24 +231,46 @@ func (c *containers) reserveName(ctr *Container) error {
 		} else if id := names.Get([]byte(ctr.Name)); id != nil {
 			return fmt.Errorf("the container name %q is already in use by container %s: %w", "/"+ctr.Name, id, errdefs.ErrConflict)
 		}
-		return names.Put([]byte(ctr.Name), []byte(ctr.ID))
+		if err := names.Put([]byte(ctr.Name), []byte(ctr.ID)); err != nil {
+			return err
+		}
+		b, err := json.Marshal(ctr)
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(containersBucket).Put([]byte(ctr.ID), b)
 	})
 }
 
 var (
-	adjectives = []string{"brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
-		"nifty", "proud", "quiet", "sharp", "tender", "vivid", "wise", "zealous", "bold", "clever"}
-	surnames = []string{"curie", "darwin", "euler", "fermi", "gauss", "hopper", "kepler", "lovelace", "noether", "pascal",
-		"ritchie", "shannon", "tesla", "turing", "wozniak", "yalow", "lamarr", "babbage", "boole", "hamilton"}
+	adjectives = []string{"agile", "amazing", "bold", "brave", "bright", "busy", "calm", "careful", "charming", "cheerful",
+		"clever", "cool", "cosmic", "crisp", "curious", "daring", "dazzling", "eager", "earnest", "elated", "elegant",
+		"epic", "fancy", "fervent", "festive", "fond", "friendly", "gallant", "gentle", "glad", "golden", "happy",
+		"hardy", "hopeful", "humble", "jolly", "jovial", "keen", "kind", "lucid", "lucky", "merry", "mighty", "modest",
+		"nifty", "noble", "patient", "peaceful", "plucky", "polite", "proud", "quick", "quiet", "radiant", "serene",
+		"sharp", "silly", "sleepy", "steady", "stoic", "sunny", "swift", "tender", "tidy", "vibrant", "vivid", "warm",
+		"wise", "witty", "youthful", "zealous", "zen"}
+	surnames = []string{"agnesi", "archimedes", "babbage", "bardeen", "bell", "bohr", "boole", "borg", "brahe", "cannon",
+		"carson", "cerf", "curie", "darwin", "dijkstra", "einstein", "euclid", "euler", "faraday", "fermat", "fermi",
+		"feynman", "franklin", "galileo", "gauss", "goldberg", "goodall", "hamilton", "hawking", "heisenberg", "hertz",
+		"hodgkin", "hopper", "hypatia", "jackson", "johnson", "kepler", "knuth", "lamarr", "lamport", "leakey",
+		"liskov", "lovelace", "maxwell", "mayer", "mccarthy", "meitner", "mendel", "morse", "newton", "noether",
+		"pascal", "pasteur", "perlman", "planck", "ptolemy", "ritchie", "sammet", "shannon", "shockley", "sinoussi",
+		"tesla", "thompson", "torvalds", "turing", "volta", "wilson", "wozniak", "wright", "yalow", "yonath"}
 )
 
-// generateName makes a name like Docker's: adjective_surname.
-func generateName() string {
-	pick := func(list []string) string {
-		n, _ := rand.Int(rand.Reader, big.NewInt(int64(len(list))))
-		return list[n.Int64()]
+// generateName makes a name like Docker's: adjective_surname, with a
+// number after it from the fourth try on: there are about 5000 pairs.
+func generateName(retry int) string {
+	pick := func(n int) int64 {
+		v, _ := rand.Int(rand.Reader, big.NewInt(int64(n)))
+		return v.Int64()
 	}
-	return pick(adjectives) + "_" + pick(surnames)
+	name := adjectives[pick(len(adjectives))] + "_" + surnames[pick(len(surnames))]
+	if retry > 3 {
+		name += strconv.FormatInt(pick(10*retry), 10)
+	}
+	return name
 }
 
 func (c *containers) save(ctr *Container) error {

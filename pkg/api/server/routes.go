@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/gorilla/mux"
 )
@@ -95,12 +96,15 @@ func (s *Server) wrap(h handler) http.Handler {
 			writeError(w, errBadRequestf("client version %s is not supported: this daemon serves API %s to %s", v, MinAPIVersion, APIVersion))
 			return
 		}
-		if err := h(r.Context(), w, r, vars); err != nil {
+		start := time.Now()
+		err := h(r.Context(), w, r, vars)
+		if err != nil {
 			slog.Debug("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 			if !w.wrote {
 				writeError(w, err)
 			}
 		}
+		slog.Debug("request", "method", r.Method, "path", r.URL.Path, "took", time.Since(start))
 	})
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/moby/moby/api/pkg/authconfig"
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/registry"
 	"github.com/moby/moby/api/types/system"
 	"golang.org/x/sys/unix"
@@ -64,6 +65,19 @@ func (s *Server) info(_ context.Context, w http.ResponseWriter, _ *http.Request,
 		Architecture: goruntime.GOARCH, NCPU: goruntime.NumCPU(), MemTotal: int64(si.Totalram) * int64(si.Unit),
 		KernelVersion: kernelVersion(), CgroupDriver: "cgroupfs", LoggingDriver: "json-file",
 		IndexServerAddress: "https://index.docker.io/v1/",
+	}
+	ctrs, err := s.b.Containers()
+	if err != nil {
+		return err
+	}
+	for _, ctr := range ctrs {
+		info.Containers++
+		switch s.b.ContainerState(ctr).Status {
+		case container.StateRunning:
+			info.ContainersRunning++
+		default:
+			info.ContainersStopped++
+		}
 	}
 	return writeJSON(w, http.StatusOK, info)
 }
