@@ -37,9 +37,10 @@ lint: ## gofmt, go vet and staticcheck
 	@test -x $(BIN)/staticcheck || GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(BIN)/staticcheck ./...
 
-bench: build ## benchmarks against crun, runc, podman and skopeo (needs root; installs the peers)
+bench: build ## benchmarks against crun, runc, podman, docker and skopeo (needs root; installs the peers)
 	bench/runtime.sh
 	bench/image.sh
+	bench/daemon.sh
 
 demo: prereqs build ## run a container from a busybox bundle and show its output
 	scripts/demo.sh

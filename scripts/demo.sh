@@ -1,12 +1,35 @@
 #!/usr/bin/env bash
-# demo.sh: the main job for now: make a busybox bundle and run a container from it with
-# berthd's OCI runtime, showing that it is contained; then make the base image
-# berth/busybox from that rootfs and list it, as the daemon will run containers from
-# images. Needs root and bin/berthd.
+# demo.sh: the main job: start berthd on a demo root and socket, make the base image
+# berth/busybox from Debian's busybox-static (no network needed), and run containers from
+# it with the berth client: one that shows it is contained, one in the background that
+# `ps`, `logs` and `exec` look at. berthd and the containers are stopped at the end.
+# Needs root and bin/berthd, bin/berth.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${DEMO_DIR:-/tmp/berth-demo}
-scripts/make-bundle.sh "$work/bundle" sh -c '
+sock=$work/berth.sock
+rm -rf "$work" && mkdir -p "$work"
+bin/berthd --root "$work/root" -H "unix://$sock" --config-file /dev/null --cgroup-parent /berth-demo \
+	>"$work/berthd.log" 2>&1 &
+berthd_pid=$!
+berth() { bin/berth -H "unix://$sock" "$@"; }
+stop() {
+	berth rm -f demo-web >/dev/null 2>&1 || true
+	kill "$berthd_pid" 2>/dev/null && wait "$berthd_pid" 2>/dev/null || true
+	rmdir /sys/fs/cgroup/*/berth-demo /sys/fs/cgroup/berth-demo 2>/dev/null || true
+}
+trap stop EXIT
+for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
+
+# The base image: busybox-static and its applets, as a rootfs tarball.
+scripts/make-bundle.sh "$work/bundle" true >/dev/null
+tar -C "$work/bundle/rootfs" -cf "$work/busybox.tar" .
+berth import "$work/busybox.tar" berth/busybox >/dev/null
+berth images
+
+echo "== berth run --rm --memory 64m --pids-limit 64 --read-only berth/busybox"
+code=0
+berth run --rm --memory 64m --pids-limit 64 --read-only --hostname demo berth/busybox sh -c '
 echo "hello from a berth container"
 echo "hostname:   $(hostname)"
 echo "my pid:     $$ (pid 1 is me: $(cat /proc/1/comm))"
@@ -15,24 +38,15 @@ echo "user:       $(id)"
 echo "caps:       $(grep CapEff /proc/self/status)"
 echo "memory max: $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)"
 echo "pids max:   $(cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max)"
-echo "root:       $(touch /x 2>&1 || true)"'
-# Limits and a read-only root, set in the generated config.json.
-python3 - "$work/bundle/config.json" <<'PY'
-import json, sys
-p = sys.argv[1]; c = json.load(open(p))
-c["process"]["terminal"] = False
-c["root"]["readonly"] = True
-c["linux"]["resources"].update({"memory": {"limit": 64 << 20}, "pids": {"limit": 64}})
-c["linux"]["cgroupsPath"] = "/berth-demo/demo"
-json.dump(c, open(p, "w"), indent=2)
-PY
-code=0
-bin/berthd runtime --root "$work/state" run --bundle "$work/bundle" demo || code=$?
-rmdir /sys/fs/cgroup/*/berth-demo /sys/fs/cgroup/berth-demo 2>/dev/null || true
-echo "container exited with code $code"
-# The same rootfs as the base image berth/busybox, in a demo image store.
-tar -C "$work/bundle/rootfs" -cf "$work/busybox.tar" .
-rm -rf "$work/images"
-bin/berthd image --root "$work/images" import "$work/busybox.tar" berth/busybox >/dev/null
-bin/berthd image --root "$work/images" ls
-exit "$code"
+echo "root:       $(touch /x 2>&1 || true)"
+exit 3' || code=$?
+echo "the container exited with code $code (berth run exits with it)"
+
+echo "== a container in the background: ps, logs, exec, stop"
+berth run -d --name demo-web berth/busybox sh -c 'trap "exit 0" TERM; while :; do date; sleep 1; done' >/dev/null
+sleep 1.2
+berth ps
+berth logs demo-web
+berth exec demo-web sh -c 'echo "exec sees: $(ps | wc -l) lines of ps, pid 1 is $(cat /proc/1/comm)"'
+berth stop demo-web >/dev/null
+berth ps -a --format '{{.Names}}: {{.Status}}'

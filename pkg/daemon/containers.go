@@ -118,6 +118,14 @@ func (c *containers) Create(ctx context.Context, name string, cfg *container.Con
 			hc.Ulimits = append(hc.Ulimits, c.d.cfg.DefaultUlimits[name])
 		}
 	}
+	// Until networking and GPUs exist, say so rather than run without.
+	if len(hc.PortBindings) > 0 {
+		return nil, invalid(errors.New("publishing ports (-p) needs the bridge network, which berth does not have yet"))
+	}
+	if len(hc.DeviceRequests) > 0 {
+		r := hc.DeviceRequests[0]
+		return nil, invalid(fmt.Errorf("could not select device driver %q with capabilities: %v: GPU requests are not supported yet", r.Driver, r.Capabilities))
+	}
 	if name != "" && !validName.MatchString(name) {
 		return nil, invalid(fmt.Errorf("invalid container name %q: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", name))
 	}
