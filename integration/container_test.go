@@ -108,6 +108,52 @@ func TestDockerCLIContainers(t *testing.T) {
 	if out := d.dockerOK(t, "exec", "-u", "1000:1000", "-w", "/tmp", "-e", "X=y", "web", "sh", "-c", "id -u; pwd; echo $X"); out != "1000\n/tmp\ny\n" {
 		t.Errorf("exec -u -w -e: %q", out)
 	}
+	// Detach keys: ctrl-p ctrl-q leave an attached terminal, and the
+	// container runs on.
+	d.dockerOK(t, "run", "-dit", "--name", "term", "busybox", "sh")
+	script = exec.Command(testutil.Require(t, "script"), "-qec", "docker attach term", os.DevNull)
+	script.Env = append(os.Environ(), "DOCKER_HOST=unix://"+d.sock, "DOCKER_CONFIG="+filepath.Join(filepath.Dir(d.sock), "docker"))
+	// The keys go once the shell answered: the terminal is in raw mode
+	// by then (before, the line discipline would take ctrl-q as XON).
+	// An *os.File, so that Wait does not wait for stdin to end: closing
+	// it early would be a ctrl-d to the shell.
+	stdin, stdinW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdinW.Close()
+	script.Stdin = stdin
+	tout := &watchWriter{want: "attached-42", seen: make(chan struct{})}
+	script.Stdout, script.Stderr = tout, tout
+	if err := script.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stdin.Close()
+	go func() {
+		fmt.Fprint(stdinW, "echo attached-$((40+2))\n")
+		select {
+		case <-tout.seen:
+			fmt.Fprint(stdinW, "\x10\x11")
+		case <-time.After(15 * time.Second):
+		}
+	}()
+	done := make(chan error)
+	go func() { done <- script.Wait() }()
+	select {
+	case <-done:
+		// The docker CLI spots the keys itself, says so and exits 1.
+		if !strings.Contains(tout.String(), "read escape sequence") {
+			t.Errorf("attach and detach: %q", tout.String())
+		}
+	case <-time.After(20 * time.Second):
+		_ = script.Process.Kill()
+		t.Errorf("ctrl-p ctrl-q did not detach: %q", tout.String())
+		<-done
+	}
+	if out := d.dockerOK(t, "inspect", "-f", "{{.State.Running}}", "term"); out != "true\n" {
+		t.Errorf("after detach: running %q", out)
+	}
+	d.dockerOK(t, "rm", "-f", "term")
 	out, err = d.docker(t, "", "exec", "web", "nosuch")
 	if code := exitCode(t, err); code != 127 || !strings.Contains(out, `"nosuch"`) {
 		t.Errorf("exec of a missing command: code %d, %q", code, out)
@@ -188,6 +234,12 @@ func TestDaemonKilledContainersLive(t *testing.T) {
 	if out := d.dockerOK(t, "inspect", "-f", "{{.State.ExitCode}}", "count0"); out != "9\n" {
 		t.Errorf("exit code after the restart: %q", out)
 	}
+	// A graceful stop leaves them running too.
+	d.stop()
+	d.start(t)
+	if out := d.dockerOK(t, "ps", "-q"); strings.Count(out, "\n") != 4 {
+		t.Errorf("running after a graceful restart:\n%s", out)
+	}
 	for i := range 5 {
 		lines := strings.Fields(d.dockerOK(t, "logs", fmt.Sprint("count", i)))
 		if len(lines) < 30 {
@@ -242,6 +294,15 @@ func TestRestartPolicies(t *testing.T) {
 	})
 	eventually(t, "loops restarted", func() bool {
 		return strings.Count(d.dockerOK(t, "logs", "loops"), "run") >= 3
+	})
+	// An always container that ended while berthd was down is started
+	// again when berthd comes back.
+	before := strings.Count(d.dockerOK(t, "logs", "loops"), "run")
+	d.kill()
+	time.Sleep(500 * time.Millisecond)
+	d.start(t)
+	eventually(t, "loops restarted by the new daemon", func() bool {
+		return strings.Count(d.dockerOK(t, "logs", "loops"), "run") > before
 	})
 	d.dockerOK(t, "stop", "loops")
 	n := d.dockerOK(t, "logs", "loops")
@@ -405,4 +466,29 @@ func TestBerthCLIContainers(t *testing.T) {
 	if out := d.berthOK(t, "ps", "-aq"); out != "" {
 		t.Errorf("left after prune: %q", out)
 	}
+}
+
+// watchWriter collects output and closes seen once want appears in it.
+type watchWriter struct {
+	mu   sync.Mutex
+	buf  strings.Builder
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if strings.Contains(w.buf.String(), w.want) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return len(p), nil
+}
+
+func (w *watchWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
