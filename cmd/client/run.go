@@ -412,9 +412,11 @@ func (c *cli) attachAndStart(cmd *cobra.Command, id string, tty, stdin, removed 
 		return err
 	}
 	// The stream ends after the exit is recorded; a container that still
-	// runs was detached from.
-	if res, err := api.ContainerInspect(ctx, id, client.ContainerInspectOptions{}); err == nil && res.Container.State != nil && res.Container.State.Running {
-		return nil
+	// runs was detached from (which takes stdin to type the keys).
+	if stdin {
+		if res, err := api.ContainerInspect(ctx, id, client.ContainerInspectOptions{}); err == nil && res.Container.State != nil && res.Container.State.Running {
+			return nil
+		}
 	}
 	select {
 	case res := <-wait.Result:

@@ -52,7 +52,6 @@ type Container struct {
 	Args       []string              `json:"args"`
 	Config     *container.Config     `json:"config"`
 	HostConfig *container.HostConfig `json:"hostConfig"`
-	StartedAt  time.Time             `json:"startedAt,omitempty"`
 	// ManuallyStopped: stopped or killed by the user, which restart
 	// policies respect.
 	ManuallyStopped bool `json:"manuallyStopped,omitempty"`
@@ -62,6 +61,7 @@ type Container struct {
 // ContainerState is where a container is in its life.
 type ContainerState struct {
 	Status     container.ContainerState
+	StartedAt  time.Time
 	Pid        int
 	ExitCode   int
 	OOMKilled  bool
@@ -76,6 +76,8 @@ type containers struct {
 	locks   sync.Map // ID -> *sync.Mutex: one change at a time
 	removed sync.Map // ID -> exit code, for waiters on "removed"
 	backoff sync.Map // ID -> last restart delay
+
+	launcher *shim.Launcher // keeps a shim started ahead
 
 	chMu    sync.Mutex
 	changes map[string]chan struct{} // closed at the next change
@@ -99,7 +101,12 @@ func newContainers(d *Daemon) (*containers, error) {
 		}
 		return nil
 	})
-	return &containers{d: d, rt: rt, changes: map[string]chan struct{}{}, pending: map[string][]*pendingAttach{}}, err
+	exe, xerr := os.Executable()
+	if xerr != nil {
+		return nil, xerr
+	}
+	return &containers{d: d, rt: rt, changes: map[string]chan struct{}{}, pending: map[string][]*pendingAttach{},
+		launcher: shim.NewLauncher(exe)}, err
 }
 
 var validName = regexp.MustCompile(`^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
@@ -351,11 +358,18 @@ func (c *containers) List() ([]*Container, error) {
 	return out, err
 }
 
-// State reads where a container is: exit.json says it ended; runtime
-// state that it runs.
+// State reads where a container is, from files, not from its record: its
+// shim's config says it was started (and when), exit.json that it ended,
+// the runtime state or a live shim that it runs.
 func (c *containers) State(ctr *Container) ContainerState {
+	st := c.state(ctr)
+	st.StartedAt = shim.StartedAt(c.d.containerDir(ctr.ID))
+	return st
+}
+
+func (c *containers) state(ctr *Container) ContainerState {
 	dir := c.d.containerDir(ctr.ID)
-	if ctr.StartedAt.IsZero() {
+	if shim.StartedAt(dir).IsZero() {
 		return ContainerState{Status: container.StateCreated}
 	}
 	if e, err := shim.ReadExit(dir); err == nil {
@@ -527,18 +541,16 @@ func (c *containers) Start(ctx context.Context, ctr *Container) error {
 	if err != nil {
 		return err
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	cfg := shim.Config{ID: ctr.ID, Bundle: filepath.Join(dir, "bundle"), RuntimeRoot: c.rt.Root(),
 		LogPath: c.logPath(ctr.ID), LogMaxSize: c.d.logMaxSize, LogMaxFiles: c.d.logMaxFiles,
 		Tty: ctr.Config.Tty, OpenStdin: ctr.Config.OpenStdin, StdinOnce: ctr.Config.StdinOnce}
 	if c.d.snapshot.Name() == "overlay" {
 		cfg.Unmount = rootfs
 	}
-	launch, err := shim.Create(exe, dir, cfg)
+	// From shim.json on, State asks exit.json, the runtime and the shim.
+	launch, err := c.launcher.Create(dir, cfg)
 	if err != nil {
+		shim.Forget(dir) // not started: still "created", as Docker says
 		_ = c.d.snapshot.Unmount(snap)
 		return invalid(err)
 	}
@@ -550,13 +562,12 @@ func (c *containers) Start(ctx context.Context, ctr *Container) error {
 		conn, err := shim.Attach(dir, p.opts)
 		p.conn <- attachResult{conn, err}
 	}
-	// Recorded before the process runs: from now on State asks the
-	// runtime and exit.json.
-	ctr.StartedAt = time.Now().UTC()
-	ctr.ManuallyStopped = false
-	if err := c.save(ctr); err != nil {
-		launch.Abort()
-		return err
+	if ctr.ManuallyStopped {
+		ctr.ManuallyStopped = false
+		if err := c.save(ctr); err != nil {
+			launch.Abort()
+			return err
+		}
 	}
 	watch, werr := shim.Watch(dir)
 	if err := launch.Start(); err != nil {
@@ -784,7 +795,7 @@ func (c *containers) maybeRestart(ctr *Container, st ContainerState) {
 		return
 	}
 	delay := restartBackoffMin
-	if v, ok := c.backoff.Load(ctr.ID); ok && st.FinishedAt.Sub(ctr.StartedAt) < restartResetAfter {
+	if v, ok := c.backoff.Load(ctr.ID); ok && st.FinishedAt.Sub(st.StartedAt) < restartResetAfter {
 		delay = min(v.(time.Duration)*2, restartBackoffMax)
 	}
 	c.backoff.Store(ctr.ID, delay)
@@ -818,10 +829,10 @@ func (c *containers) recover() {
 		return
 	}
 	for _, ctr := range all {
-		if ctr.StartedAt.IsZero() {
+		st := c.State(ctr)
+		if st.Status == container.StateCreated {
 			continue
 		}
-		st := c.State(ctr)
 		if st.Status == container.StateRunning {
 			watch, err := shim.Watch(c.d.containerDir(ctr.ID))
 			if err != nil {

@@ -112,13 +112,9 @@ func (d *Daemon) ExecStart(ctx context.Context, e *Exec, attach, tty bool, size 
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
 	cfg := shim.Config{ID: ctr.ID, RuntimeRoot: d.ctrs.rt.Root(), Tty: proc.Terminal,
 		OpenStdin: e.Config.AttachStdin, StdinOnce: e.Config.AttachStdin, Exec: proc}
-	launch, err := shim.Create(exe, dir, cfg)
+	launch, err := d.ctrs.launcher.Create(dir, cfg)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, invalid(err)

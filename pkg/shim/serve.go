@@ -20,10 +20,16 @@ import (
 	"github.com/berth-containers/berth/pkg/runtime"
 )
 
-// Run is the shim's main: "berthd __berth_shim DIR". It never returns an
+// Run is the shim's main: "berthd __berth_shim DIR", or "-" for a shim
+// started ahead, which reads DIR from fd 5. It never returns an
 // error to a caller that could show it, so it reports on the status pipe
 // or in exit.json.
 func Run(dir string) int {
+	if dir == "-" { // started ahead: wait for a container
+		if dir = readDir(); dir == "" {
+			return 0
+		}
+	}
 	statusW := os.NewFile(statusFd, "status")
 	release := os.NewFile(goFd, "release")
 	enc := json.NewEncoder(statusW)

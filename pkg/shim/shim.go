@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -55,6 +58,7 @@ const (
 	socketFile = "shim.sock"
 	statusFd   = 3 // shim -> daemon: JSON status lines
 	goFd       = 4 // daemon -> shim: one byte lets the container start
+	dirFd      = 5 // daemon -> shim: the container's directory, one line
 )
 
 // status is one line on the status pipe: first after the runtime's create
@@ -73,10 +77,64 @@ type Launch struct {
 	r, release *os.File
 }
 
-// Create launches the shim for the container described by cfg, with its
-// files in dir, and returns once the runtime created the container (or
-// failed to: its error). exe is berthd's binary. Call Start or Abort.
-func Create(exe, dir string, cfg Config) (*Launch, error) {
+// Launcher starts shims, keeping one started ahead, idle until it is
+// given a container: a shim's own start (a Go process, some milliseconds)
+// is then off the path of a container's start.
+type Launcher struct {
+	exe       string
+	keepSpare bool
+	mu        sync.Mutex
+	spare     *idleShim
+}
+
+// idleShim is a started shim waiting for its directory on fd 5.
+type idleShim struct {
+	cmd              *exec.Cmd
+	statusR, release *os.File
+	dirW             *os.File
+}
+
+// NewLauncher returns a launcher of exe's shims (exe is berthd's binary).
+func NewLauncher(exe string) *Launcher { return &Launcher{exe: exe, keepSpare: true} }
+
+func startIdle(exe string) (*idleShim, error) {
+	var files [6]*os.File // statusR, statusW, goR, goW, dirR, dirW
+	for i := 0; i < 6; i += 2 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			for _, f := range files[:i] {
+				f.Close()
+			}
+			return nil, err
+		}
+		files[i], files[i+1] = r, w
+	}
+	cmd := exec.Command(exe, Arg, "-")
+	cmd.ExtraFiles = []*os.File{files[1], files[2], files[4]}
+	// Its own session: the shim and the container live on when berthd
+	// stops, and a terminal's signals to berthd do not reach them.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Dir = "/"
+	err := cmd.Start()
+	files[1].Close()
+	files[2].Close()
+	files[4].Close()
+	if err != nil {
+		files[0].Close()
+		files[3].Close()
+		files[5].Close()
+		return nil, fmt.Errorf("start shim: %w", err)
+	}
+	// Reap the shim when it ends; berthd learns the container's end from
+	// the shim's socket and exit.json, not from this.
+	go func() { _ = cmd.Wait() }()
+	return &idleShim{cmd: cmd, statusR: files[0], release: files[3], dirW: files[5]}, nil
+}
+
+// Create hands the container described by cfg, with its files in dir, to
+// a shim and returns once the runtime created the container (or failed
+// to: its error). Call Start or Abort.
+func (l *Launcher) Create(dir string, cfg Config) (*Launch, error) {
 	b, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, err
@@ -85,45 +143,59 @@ func Create(exe, dir string, cfg Config) (*Launch, error) {
 		return nil, err
 	}
 	os.Remove(filepath.Join(dir, exitFile))
-	statusR, statusW, err := os.Pipe()
-	if err != nil {
-		return nil, err
+	l.mu.Lock()
+	p := l.spare
+	l.spare = nil
+	l.mu.Unlock()
+	if p == nil {
+		if p, err = startIdle(l.exe); err != nil {
+			return nil, err
+		}
 	}
-	goR, goW, err := os.Pipe()
-	if err != nil {
-		statusR.Close()
-		statusW.Close()
-		return nil, err
+	if l.keepSpare {
+		go l.refill()
 	}
-	cmd := exec.Command(exe, Arg, dir)
-	cmd.ExtraFiles = []*os.File{statusW, goR}
-	// Its own session: the shim and the container live on when berthd
-	// stops, and a terminal's signals to berthd do not reach them.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	cmd.Dir = "/"
-	err = cmd.Start()
-	statusW.Close()
-	goR.Close()
+	_, err = io.WriteString(p.dirW, dir+"\n")
+	p.dirW.Close()
+	launch := &Launch{status: json.NewDecoder(p.statusR), r: p.statusR, release: p.release}
 	if err != nil {
-		statusR.Close()
-		goW.Close()
-		return nil, fmt.Errorf("start shim: %w", err)
+		launch.close()
+		return nil, fmt.Errorf("shim for %s: %w", cfg.ID, err)
 	}
-	// Reap the shim when it ends; berthd learns the container's end from
-	// the shim's socket and exit.json, not from this.
-	go func() { _ = cmd.Wait() }()
-	l := &Launch{status: json.NewDecoder(statusR), r: statusR, release: goW}
 	var st status
-	if err := l.status.Decode(&st); err != nil {
-		l.close()
+	if err := launch.status.Decode(&st); err != nil {
+		launch.close()
 		return nil, fmt.Errorf("shim for %s died before reporting: %w", cfg.ID, err)
 	}
 	if st.Error != "" {
-		l.close()
+		launch.close()
 		return nil, errors.New(st.Error)
 	}
-	l.pid = st.Pid
-	return l, nil
+	launch.pid = st.Pid
+	return launch, nil
+}
+
+// refill starts the next spare shim.
+func (l *Launcher) refill() {
+	p, err := startIdle(l.exe)
+	if err != nil {
+		return // the next Create starts one itself, and reports why
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.spare != nil {
+		p.dirW.Close() // it ends at EOF
+		p.statusR.Close()
+		p.release.Close()
+		return
+	}
+	l.spare = p
+}
+
+// Create launches one shim, keeping none ahead, for the container
+// described by cfg; exe is berthd's binary.
+func Create(exe, dir string, cfg Config) (*Launch, error) {
+	return (&Launcher{exe: exe}).Create(dir, cfg)
 }
 
 // Pid is the container's process.
@@ -175,4 +247,30 @@ func ReadExit(dir string) (*Exit, error) {
 	}
 	var e Exit
 	return &e, json.Unmarshal(b, &e)
+}
+
+// StartedAt is when the container in dir was last started (its shim's
+// config was written), or zero if it never was.
+func StartedAt(dir string) time.Time {
+	fi, err := os.Stat(filepath.Join(dir, configFile))
+	if err != nil {
+		return time.Time{}
+	}
+	return fi.ModTime().UTC()
+}
+
+// Forget removes what a start that failed before the container was created
+// left in dir, so that the container reads as never started.
+func Forget(dir string) {
+	os.Remove(filepath.Join(dir, configFile))
+	os.Remove(filepath.Join(dir, exitFile))
+}
+
+// readDir waits for the directory an idle shim is given ("" when the
+// daemon went away first).
+func readDir() string {
+	f := os.NewFile(dirFd, "dir")
+	defer f.Close()
+	line, _ := bufio.NewReader(f).ReadString('\n')
+	return strings.TrimSuffix(line, "\n")
 }

@@ -514,7 +514,7 @@ func (f filters) match(ctr *daemon.Container, st daemon.ContainerState) bool {
 func statusLine(ctr *daemon.Container, st daemon.ContainerState) string {
 	switch st.Status {
 	case container.StateRunning:
-		return "Up " + units.HumanDuration(time.Since(ctr.StartedAt))
+		return "Up " + units.HumanDuration(time.Since(st.StartedAt))
 	case container.StateExited:
 		return fmt.Sprintf("Exited (%d) %s ago", st.ExitCode, units.HumanDuration(time.Since(st.FinishedAt)))
 	case container.StateDead:
@@ -531,7 +531,7 @@ func (s *Server) inspectContainer(_ context.Context, w http.ResponseWriter, _ *h
 	st := s.b.ContainerState(ctr)
 	state := &container.State{Status: st.Status, Running: st.Status == container.StateRunning, Dead: st.Status == container.StateDead,
 		Pid: st.Pid, ExitCode: st.ExitCode, Error: st.Error, OOMKilled: st.OOMKilled,
-		StartedAt: timeOrZero(ctr.StartedAt), FinishedAt: timeOrZero(st.FinishedAt)}
+		StartedAt: timeOrZero(st.StartedAt), FinishedAt: timeOrZero(st.FinishedAt)}
 	resp := container.InspectResponse{ID: ctr.ID, Created: ctr.Created.Format(time.RFC3339Nano), Path: ctr.Path, Args: ctr.Args,
 		State: state, Image: ctr.ImageID.String(), Name: "/" + ctr.Name, Driver: s.b.StorageDriver(), Platform: "linux",
 		LogPath: s.b.ContainerLog(ctr), RestartCount: ctr.RestartCount, Config: ctr.Config, HostConfig: ctr.HostConfig, Mounts: []container.MountPoint{}}
