@@ -87,9 +87,12 @@ for mode in sequential parallel; do
 	many berth "$mode" berth run -d -l "$BENCH_LABEL" busybox sleep 60
 	# Shim memory while N containers run.
 	if [ "$mode" = sequential ]; then
-		shims=$(pgrep -f "__berth_shim $work/root" || true)
+		# berthd's shims with a container under them (not the one kept idle).
 		n=0 rss=0 pss=0
-		for p in $shims; do n=$((n + 1)) rss=$((rss + $(rss_kb "$p"))) pss=$((pss + $(pss_kb "$p"))); done
+		for p in $(pgrep -P "$berthd_pid" -f __berth_shim || true); do
+			pgrep -P "$p" >/dev/null || continue
+			n=$((n + 1)) rss=$((rss + $(rss_kb "$p"))) pss=$((pss + $(pss_kb "$p")))
+		done
 		[ "$n" -gt 0 ] && echo "berth shim: $n running, RSS $((rss / n)) KiB, PSS $((pss / n)) KiB each" | tee -a "$OUT/many.txt"
 	fi
 	berth ps -aq | xargs -r bin/berth -H "unix://$sock" rm -f >/dev/null

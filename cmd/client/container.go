@@ -93,11 +93,7 @@ func (c *cli) attachCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use: "attach [OPTIONS] CONTAINER", Short: "Attach to a running container's streams", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			api, err := c.client()
-			if err != nil {
-				return err
-			}
-			res, err := api.ContainerInspect(cmd.Context(), args[0], client.ContainerInspectOptions{})
+			_, res, err := c.inspectContainer(cmd, args[0])
 			if err != nil {
 				return err
 			}
@@ -111,6 +107,16 @@ func (c *cli) attachCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&noStdin, "no-stdin", false, "do not attach stdin")
 	cmd.Flags().StringVar(&detachKeys, "detach-keys", "", "keys that detach from the container")
 	return cmd
+}
+
+// inspectContainer connects and inspects one container.
+func (c *cli) inspectContainer(cmd *cobra.Command, ref string) (*client.Client, client.ContainerInspectResult, error) {
+	api, err := c.client()
+	if err != nil {
+		return nil, client.ContainerInspectResult{}, err
+	}
+	res, err := api.ContainerInspect(cmd.Context(), ref, client.ContainerInspectOptions{})
+	return api, res, err
 }
 
 // timeoutFlag is -t/--timeout of stop and restart.
@@ -129,26 +135,25 @@ func stopOptions(t int, signal string) client.ContainerStopOptions {
 }
 
 func (c *cli) stopCmd() *cobra.Command {
-	var signal string
-	cmd := &cobra.Command{Use: "stop [OPTIONS] CONTAINER...", Short: "Stop containers: their stop signal, then SIGKILL", Args: cobra.MinimumNArgs(1)}
-	t := timeoutFlag(cmd)
-	cmd.Flags().StringVarP(&signal, "signal", "s", "", "signal to send first")
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		api, err := c.client()
-		if err != nil {
-			return err
-		}
-		return eachContainer(cmd, args, func(id string) error {
-			_, err := api.ContainerStop(cmd.Context(), id, stopOptions(*t, signal))
+	return c.stopLikeCmd("stop [OPTIONS] CONTAINER...", "Stop containers: their stop signal, then SIGKILL",
+		func(cmd *cobra.Command, api *client.Client, id string, o client.ContainerStopOptions) error {
+			_, err := api.ContainerStop(cmd.Context(), id, o)
 			return err
 		})
-	}
-	return cmd
 }
 
 func (c *cli) restartCmd() *cobra.Command {
+	return c.stopLikeCmd("restart [OPTIONS] CONTAINER...", "Restart containers",
+		func(cmd *cobra.Command, api *client.Client, id string, o client.ContainerStopOptions) error {
+			_, err := api.ContainerRestart(cmd.Context(), id, client.ContainerRestartOptions(o))
+			return err
+		})
+}
+
+// stopLikeCmd is stop or restart: -t and -s, then call on each container.
+func (c *cli) stopLikeCmd(use, short string, call func(*cobra.Command, *client.Client, string, client.ContainerStopOptions) error) *cobra.Command {
 	var signal string
-	cmd := &cobra.Command{Use: "restart [OPTIONS] CONTAINER...", Short: "Restart containers", Args: cobra.MinimumNArgs(1)}
+	cmd := &cobra.Command{Use: use, Short: short, Args: cobra.MinimumNArgs(1)}
 	t := timeoutFlag(cmd)
 	cmd.Flags().StringVarP(&signal, "signal", "s", "", "signal to send first")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -156,10 +161,7 @@ func (c *cli) restartCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return eachContainer(cmd, args, func(id string) error {
-			_, err := api.ContainerRestart(cmd.Context(), id, client.ContainerRestartOptions(stopOptions(*t, signal)))
-			return err
-		})
+		return eachContainer(cmd, args, func(id string) error { return call(cmd, api, id, stopOptions(*t, signal)) })
 	}
 	return cmd
 }
@@ -248,11 +250,7 @@ func (c *cli) logsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use: "logs [OPTIONS] CONTAINER", Short: "Show a container's output", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			api, err := c.client()
-			if err != nil {
-				return err
-			}
-			res, err := api.ContainerInspect(cmd.Context(), args[0], client.ContainerInspectOptions{})
+			api, res, err := c.inspectContainer(cmd, args[0])
 			if err != nil {
 				return err
 			}

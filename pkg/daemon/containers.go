@@ -362,16 +362,17 @@ func (c *containers) List() ([]*Container, error) {
 // shim's config says it was started (and when), exit.json that it ended,
 // the runtime state or a live shim that it runs.
 func (c *containers) State(ctr *Container) ContainerState {
-	st := c.state(ctr)
-	st.StartedAt = shim.StartedAt(c.d.containerDir(ctr.ID))
+	dir := c.d.containerDir(ctr.ID)
+	started := shim.StartedAt(dir)
+	if started.IsZero() {
+		return ContainerState{Status: container.StateCreated}
+	}
+	st := c.startedState(ctr, dir)
+	st.StartedAt = started
 	return st
 }
 
-func (c *containers) state(ctr *Container) ContainerState {
-	dir := c.d.containerDir(ctr.ID)
-	if shim.StartedAt(dir).IsZero() {
-		return ContainerState{Status: container.StateCreated}
-	}
+func (c *containers) startedState(ctr *Container, dir string) ContainerState {
 	if e, err := shim.ReadExit(dir); err == nil {
 		return exitState(e)
 	}

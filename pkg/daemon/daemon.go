@@ -254,7 +254,16 @@ func (d *Daemon) ContainerWait(ctx context.Context, ctr *Container, condition co
 
 // ContainerKill signals a running container.
 func (d *Daemon) ContainerKill(ctr *Container, sig syscall.Signal) error {
-	return d.ctrs.Kill(ctr, sig)
+	if err := d.ctrs.Kill(ctr, sig); err != nil {
+		return err
+	}
+	// As Docker: a SIGKILL returns once the container is down.
+	if sig == syscall.SIGKILL {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, _ = d.ctrs.Wait(ctx, ctr, container.WaitConditionNotRunning)
+	}
+	return nil
 }
 
 // ContainerStop stops a container: its stop signal, then SIGKILL.

@@ -85,15 +85,7 @@ func runInit(sock *os.File) error {
 	if err := setupIdentity(spec); err != nil {
 		return err
 	}
-	if err := stage("set rlimits", setRlimits(spec.Process.Rlimits)); err != nil {
-		return err
-	}
-	if spec.Process.Terminal {
-		if err := stage("set up console", setupConsole(sock, spec.Process.ConsoleSize)); err != nil {
-			return err
-		}
-	}
-	exe, err := lookPath(spec.Process)
+	exe, err := prepareProcess(sock, spec)
 	if err != nil {
 		return err
 	}
@@ -114,6 +106,21 @@ func runInit(sock *os.File) error {
 	return stage("exec "+spec.Process.Args[0], unix.Exec(exe, spec.Process.Args, spec.Process.Env))
 }
 
+// prepareProcess sets the process's rlimits and terminal and finds its
+// binary: what a container's init and an exec have in common before the
+// credentials drop.
+func prepareProcess(sock *os.File, spec *specs.Spec) (string, error) {
+	if err := stage("set rlimits", setRlimits(spec.Process.Rlimits)); err != nil {
+		return "", err
+	}
+	if spec.Process.Terminal {
+		if err := stage("set up console", setupConsole(sock, spec.Process.ConsoleSize)); err != nil {
+			return "", err
+		}
+	}
+	return lookPath(spec.Process)
+}
+
 // runExecInit sets up a process entering a running container and execs
 // it: it already is in the container's namespaces and cgroup.
 func runExecInit(sock *os.File, cfg *initConfig) error {
@@ -121,15 +128,7 @@ func runExecInit(sock *os.File, cfg *initConfig) error {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return stage("prctl dumpable", err)
 	}
-	if err := stage("set rlimits", setRlimits(spec.Process.Rlimits)); err != nil {
-		return err
-	}
-	if spec.Process.Terminal {
-		if err := stage("set up console", setupConsole(sock, spec.Process.ConsoleSize)); err != nil {
-			return err
-		}
-	}
-	exe, err := lookPath(spec.Process)
+	exe, err := prepareProcess(sock, spec)
 	if err != nil {
 		return err
 	}

@@ -66,14 +66,20 @@ func (s *Server) containerEvent(action string, ctr *daemon.Container) {
 }
 
 func (s *Server) startContainer(ctx context.Context, w http.ResponseWriter, _ *http.Request, vars map[string]string) error {
-	ctr, err := s.b.Container(vars["id"])
+	return s.containerAction(w, vars["id"], "start", func(ctr *daemon.Container) error { return s.b.ContainerStart(ctx, ctr) })
+}
+
+// containerAction runs fn on the container a route names, publishes the
+// event and answers 204.
+func (s *Server) containerAction(w http.ResponseWriter, id, event string, fn func(*daemon.Container) error) error {
+	ctr, err := s.b.Container(id)
 	if err != nil {
 		return err
 	}
-	if err := s.b.ContainerStart(ctx, ctr); err != nil {
+	if err := fn(ctr); err != nil {
 		return err
 	}
-	s.containerEvent("start", ctr)
+	s.containerEvent(event, ctr)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -367,49 +373,44 @@ func (s *Server) resizeContainer(_ context.Context, w http.ResponseWriter, r *ht
 	if err != nil {
 		return err
 	}
-	h, herr := strconv.ParseUint(r.URL.Query().Get("h"), 10, 16)
-	wd, werr := strconv.ParseUint(r.URL.Query().Get("w"), 10, 16)
-	if herr != nil || werr != nil {
-		return errBadRequestf("h and w: want the terminal's height and width")
+	h, wd, err := terminalSize(r)
+	if err != nil {
+		return err
 	}
-	if err := s.b.ContainerResize(ctr, uint16(h), uint16(wd)); err != nil {
+	if err := s.b.ContainerResize(ctr, h, wd); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusOK)
 	return nil
 }
 
-func (s *Server) restartContainer(ctx context.Context, w http.ResponseWriter, r *http.Request, vars map[string]string) error {
-	ctr, err := s.b.Container(vars["id"])
-	if err != nil {
-		return err
+// terminalSize reads the h and w parameters of a resize.
+func terminalSize(r *http.Request) (uint16, uint16, error) {
+	h, herr := strconv.ParseUint(r.URL.Query().Get("h"), 10, 16)
+	w, werr := strconv.ParseUint(r.URL.Query().Get("w"), 10, 16)
+	if herr != nil || werr != nil {
+		return 0, 0, errBadRequestf("h and w: want the terminal's height and width")
 	}
+	return uint16(h), uint16(w), nil
+}
+
+func (s *Server) restartContainer(ctx context.Context, w http.ResponseWriter, r *http.Request, vars map[string]string) error {
 	timeout, err := stopTimeout(r)
 	if err != nil {
 		return err
 	}
-	if err := s.b.ContainerStop(ctx, ctr, timeout); err != nil {
-		return err
-	}
-	if err := s.b.ContainerStart(ctx, ctr); err != nil {
-		return err
-	}
-	s.containerEvent("restart", ctr)
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return s.containerAction(w, vars["id"], "restart", func(ctr *daemon.Container) error {
+		if err := s.b.ContainerStop(ctx, ctr, timeout); err != nil {
+			return err
+		}
+		return s.b.ContainerStart(ctx, ctr)
+	})
 }
 
 func (s *Server) renameContainer(_ context.Context, w http.ResponseWriter, r *http.Request, vars map[string]string) error {
-	ctr, err := s.b.Container(vars["id"])
-	if err != nil {
-		return err
-	}
-	if err := s.b.ContainerRename(ctr, r.URL.Query().Get("name")); err != nil {
-		return err
-	}
-	s.containerEvent("rename", ctr)
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return s.containerAction(w, vars["id"], "rename", func(ctr *daemon.Container) error {
+		return s.b.ContainerRename(ctr, r.URL.Query().Get("name"))
+	})
 }
 
 // stopTimeout is the t parameter: seconds before SIGKILL (default 10).
@@ -546,16 +547,9 @@ func timeOrZero(t time.Time) string {
 }
 
 func (s *Server) removeContainer(ctx context.Context, w http.ResponseWriter, r *http.Request, vars map[string]string) error {
-	ctr, err := s.b.Container(vars["id"])
-	if err != nil {
-		return err
-	}
-	if err := s.b.ContainerRemove(ctx, ctr, boolParam(r.URL.Query().Get("force"))); err != nil {
-		return err
-	}
-	s.containerEvent("destroy", ctr)
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return s.containerAction(w, vars["id"], "destroy", func(ctr *daemon.Container) error {
+		return s.b.ContainerRemove(ctx, ctr, boolParam(r.URL.Query().Get("force")))
+	})
 }
 
 func (s *Server) stopContainer(ctx context.Context, w http.ResponseWriter, r *http.Request, vars map[string]string) error {

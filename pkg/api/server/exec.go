@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"net/http"
-	"strconv"
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
@@ -101,12 +100,11 @@ func (s *Server) resizeExec(_ context.Context, w http.ResponseWriter, r *http.Re
 	if err != nil {
 		return err
 	}
-	h, herr := strconv.ParseUint(r.URL.Query().Get("h"), 10, 16)
-	wd, werr := strconv.ParseUint(r.URL.Query().Get("w"), 10, 16)
-	if herr != nil || werr != nil {
-		return errBadRequestf("h and w: want the terminal's height and width")
+	h, wd, err := terminalSize(r)
+	if err != nil {
+		return err
 	}
-	if err := s.b.ExecResize(e, uint16(h), uint16(wd)); err != nil {
+	if err := s.b.ExecResize(e, h, wd); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusOK)
