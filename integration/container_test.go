@@ -196,6 +196,15 @@ func TestDockerCLIContainers(t *testing.T) {
 	}
 	d.dockerOK(t, "rm", "-f", "web2")
 
+	// logs -f follows until the container ends; -t adds timestamps.
+	d.dockerOK(t, "run", "-d", "--name", "talker", "busybox", "sh", "-c", "echo a; sleep 0.5; echo b >&2; sleep 0.3; echo c")
+	if out := d.dockerOK(t, "logs", "-f", "talker"); out != "a\nb\nc\n" {
+		t.Errorf("logs -f: %q", out)
+	}
+	if out := d.dockerOK(t, "logs", "-t", "--tail", "1", "talker"); !strings.HasSuffix(out, "Z c\n") || !strings.HasPrefix(out, "20") {
+		t.Errorf("logs -t --tail 1: %q", out)
+	}
+	d.dockerOK(t, "rm", "talker")
 	d.dockerOK(t, "create", "--name", "c1", "busybox", "true")
 	d.dockerOK(t, "run", "--name", "c2", "busybox", "true")
 	d.dockerOK(t, "run", "-d", "--name", "c3", "busybox", "sleep", "60")

@@ -270,7 +270,12 @@ func parseBind(b string) (specs.Mount, error) {
 	if !filepath.IsAbs(dst) {
 		return specs.Mount{}, invalid(fmt.Errorf("bind %q: the container path must be absolute", b))
 	}
-	if _, err := os.Stat(src); err != nil {
+	// As docker -v does: a missing host path is made, a directory.
+	if _, err := os.Stat(src); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(src, 0o755); err != nil {
+			return specs.Mount{}, invalid(fmt.Errorf("bind %q: %w", b, err))
+		}
+	} else if err != nil {
 		return specs.Mount{}, invalid(fmt.Errorf("bind %q: %w", b, err))
 	}
 	opts := []string{"rbind", "rprivate"}

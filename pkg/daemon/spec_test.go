@@ -137,17 +137,29 @@ func TestContainerSpecPrivileged(t *testing.T) {
 	}
 }
 
+// TestBindMakesMissingSource: -v with a missing host path makes it, a
+// directory, as docker does.
+func TestBindMakesMissingSource(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "made", "here")
+	if _, err := daemon.ContainerSpec(rootfs(t), image.RunConfig{Args: []string{"sh"}}, nil, &container.HostConfig{Binds: []string{src + ":/data"}}); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(src); err != nil || !fi.IsDir() {
+		t.Errorf("bind source not made: %v", err)
+	}
+}
+
 func TestContainerSpecBadInput(t *testing.T) {
 	for name, hc := range map[string]*container.HostConfig{
-		"relative bind":    {Binds: []string{"data:/data"}},
-		"missing bind":     {Binds: []string{"/nonexistent/berth:/data"}},
-		"bad bind option":  {Binds: []string{"/tmp:/data:xyz"}},
-		"unknown cap":      {CapAdd: []string{"NOT_A_CAP"}},
-		"swap without mem": {Resources: container.Resources{MemorySwap: 1 << 20}},
-		"unknown ulimit":   {Resources: container.Resources{Ulimits: []*container.Ulimit{{Name: "bogus"}}}},
-		"not a device":     {Resources: container.Resources{Devices: []container.DeviceMapping{{PathOnHost: "/etc/passwd"}}}},
-		"unknown net mode": {NetworkMode: "container:abc"},
-		"cpus and quota":   {Resources: container.Resources{NanoCPUs: 1e9, CPUQuota: 5000}},
+		"relative bind":     {Binds: []string{"data:/data"}},
+		"bind under a file": {Binds: []string{"/etc/passwd/x:/data"}},
+		"bad bind option":   {Binds: []string{"/tmp:/data:xyz"}},
+		"unknown cap":       {CapAdd: []string{"NOT_A_CAP"}},
+		"swap without mem":  {Resources: container.Resources{MemorySwap: 1 << 20}},
+		"unknown ulimit":    {Resources: container.Resources{Ulimits: []*container.Ulimit{{Name: "bogus"}}}},
+		"not a device":      {Resources: container.Resources{Devices: []container.DeviceMapping{{PathOnHost: "/etc/passwd"}}}},
+		"unknown net mode":  {NetworkMode: "container:abc"},
+		"cpus and quota":    {Resources: container.Resources{NanoCPUs: 1e9, CPUQuota: 5000}},
 	} {
 		_, err := daemon.ContainerSpec(rootfs(t), image.RunConfig{Args: []string{"sh"}}, nil, hc)
 		if !errdefs.IsInvalidArgument(err) {
