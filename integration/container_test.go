@@ -436,6 +436,9 @@ func TestBerthCLIContainers(t *testing.T) {
 	if out := d.berthOK(t, "ps"); !strings.Contains(out, "CONTAINER ID") || !strings.Contains(out, "svc") || !strings.Contains(out, "limited") {
 		t.Errorf("ps:\n%s", out)
 	}
+	if out := d.berthOK(t, "__complete", "stop", ""); !strings.Contains(out, "svc\n") || !strings.Contains(out, "limited\n") {
+		t.Errorf("completion of container names: %q", out)
+	}
 	if out, err := d.berth(t, "", "rm", "svc"); err == nil || !strings.Contains(out, "container is running") {
 		t.Errorf("rm of a running container: %v %q", err, out)
 	}

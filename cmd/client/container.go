@@ -32,8 +32,12 @@ func (c *cli) containerCmd() *cobra.Command {
 }
 
 func (c *cli) containerCommands() []*cobra.Command {
-	return []*cobra.Command{c.runCmd(), c.createCmd(), c.startCmd(), c.stopCmd(), c.restartCmd(), c.killCmd(),
-		c.rmCmd(), c.logsCmd(), c.attachCmd(), c.waitCmd(), c.renameCmd(), c.containerInspectCmd(), c.execCmd()}
+	cmds := []*cobra.Command{c.startCmd(), c.stopCmd(), c.restartCmd(), c.killCmd(), c.rmCmd(), c.logsCmd(),
+		c.attachCmd(), c.waitCmd(), c.renameCmd(), c.containerInspectCmd(), c.execCmd()}
+	for _, cmd := range cmds {
+		cmd.ValidArgsFunction = c.completeContainers
+	}
+	return append(cmds, c.runCmd(), c.createCmd())
 }
 
 // eachContainer runs fn on every argument, printing each name that
@@ -529,4 +533,23 @@ func confirm(cmd *cobra.Command, warning string) bool {
 	var answer string
 	_, _ = fmt.Fscanln(os.Stdin, &answer)
 	return strings.EqualFold(answer, "y") || strings.EqualFold(answer, "yes")
+}
+
+// completeContainers offers container names to shell completion.
+func (c *cli) completeContainers(cmd *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
+	api, err := c.client()
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	res, err := api.ContainerList(cmd.Context(), client.ContainerListOptions{All: true})
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var names []string
+	for _, s := range res.Items {
+		for _, n := range s.Names {
+			names = append(names, strings.TrimPrefix(n, "/"))
+		}
+	}
+	return names, cobra.ShellCompDirectiveNoFileComp
 }
