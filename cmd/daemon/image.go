@@ -42,6 +42,12 @@ func newImageCommand() *cobra.Command {
 		Short:             "Manage images: pull, push, import, load, save, list, remove",
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error { return c.open() },
 		PersistentPostRun: func(*cobra.Command, []string) {
+			// The store's flusher first: it writes to the database.
+			if c.store != nil {
+				if err := c.store.Close(); err != nil {
+					fmt.Fprintln(os.Stderr, "berthd image: flush at exit:", err)
+				}
+			}
 			if c.db != nil {
 				c.db.Close()
 			}
