@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -120,7 +121,9 @@ func (d *Daemon) ImageInUse(id digest.Digest) bool { return d.ctrs.imageInUse(id
 // Serve listens on the configured hosts and serves h (the API) until ctx
 // ends, then shuts the server down gracefully.
 func (d *Daemon) Serve(ctx context.Context, h http.Handler) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second}
+	trim := newIdleTrim(idleTrimAfter)
+	go trim.run(ctx)
+	srv := &http.Server{Handler: trim.track(h), ReadHeaderTimeout: 30 * time.Second}
 	var listeners []net.Listener
 	for _, h := range d.cfg.Hosts {
 		l, err := d.listen(h)
@@ -315,4 +318,43 @@ func (d *Daemon) ContainerSizeRw(ctr *Container) int64 {
 		return nil
 	})
 	return n
+}
+
+// idleTrimAfter is how long berthd waits without requests before it gives
+// the heap it freed back to the system.
+const idleTrimAfter = 5 * time.Second
+
+// idleTrim returns freed heap to the system once the API has been quiet
+// for a while after some work: Go's scavenger alone keeps a daemon that
+// was busy minutes ago several MB above its idle size.
+type idleTrim struct {
+	after   time.Duration
+	last    atomic.Int64 // unix nanoseconds of the last request's end
+	pending atomic.Bool  // requests came since the last trim
+}
+
+func newIdleTrim(after time.Duration) *idleTrim { return &idleTrim{after: after} }
+
+func (t *idleTrim) track(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r)
+		t.last.Store(time.Now().UnixNano())
+		t.pending.Store(true)
+	})
+}
+
+func (t *idleTrim) run(ctx context.Context) {
+	tick := time.NewTicker(t.after)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if t.pending.Load() && time.Since(time.Unix(0, t.last.Load())) >= t.after {
+			t.pending.Store(false)
+			debug.FreeOSMemory()
+		}
+	}
 }
