@@ -75,6 +75,7 @@ type Launch struct {
 	pid        int
 	status     *json.Decoder
 	r, release *os.File
+	after      func() // once the launch is over
 }
 
 // Launcher starts shims, keeping one started ahead, idle until it is
@@ -152,12 +153,14 @@ func (l *Launcher) Create(dir string, cfg Config) (*Launch, error) {
 			return nil, err
 		}
 	}
-	if l.keepSpare {
-		go l.refill()
-	}
 	_, err = io.WriteString(p.dirW, dir+"\n")
 	p.dirW.Close()
 	launch := &Launch{status: json.NewDecoder(p.statusR), r: p.statusR, release: p.release}
+	if l.keepSpare {
+		// The next spare starts once this container runs (or failed):
+		// on two cores it would otherwise compete with its start.
+		launch.after = func() { go l.refill() }
+	}
 	if err != nil {
 		launch.close()
 		return nil, fmt.Errorf("shim for %s: %w", cfg.ID, err)
@@ -226,6 +229,10 @@ func (l *Launch) Abort() { l.close() }
 func (l *Launch) close() {
 	l.r.Close()
 	l.release.Close()
+	if l.after != nil {
+		l.after()
+		l.after = nil
+	}
 }
 
 // Start creates and starts the container through a new shim, and returns
