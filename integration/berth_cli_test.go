@@ -27,6 +27,12 @@ func TestBerthCLIImages(t *testing.T) {
 	}
 	ref := reg.Addr + "/berth/busybox:1"
 	d.berthOK(t, "tag", "berth/busybox:1", ref)
+	if out := d.berthOK(t, "images", "--filter", "reference=berth/*", "--format", "{{.Repository}}:{{.Tag}}"); out != "berth/busybox:1\n" {
+		t.Errorf("images --filter --format: %q", out)
+	}
+	if out := d.berthOK(t, "images"); !strings.HasPrefix(out, "REPOSITORY") || strings.Count(out, "\n") != 3 {
+		t.Errorf("images:\n%s", out)
+	}
 	if out, err := d.berth(t, "", "push", ref); err == nil {
 		t.Errorf("push without login succeeded:\n%s", out)
 	}

@@ -376,6 +376,40 @@ var templateFuncs = template.FuncMap{
 	},
 }
 
+// printTable prints rows through a Go template (format, or def when
+// empty), as docker's --format does: "table ..." aligns columns under a
+// header made by the same template from header.
+func printTable(out io.Writer, format, def string, header any, rows []any) error {
+	if format == "" {
+		format = def
+	}
+	table := strings.HasPrefix(format, "table")
+	tmpl, err := template.New("format").Funcs(templateFuncs).Parse(strings.TrimSpace(strings.TrimPrefix(format, "table")))
+	if err != nil {
+		return fmt.Errorf("--format: %w", err)
+	}
+	w := out
+	var tw *tabwriter.Writer
+	if table {
+		tw = tabwriter.NewWriter(out, 0, 4, 3, ' ', 0)
+		w = tw
+		if err := tmpl.Execute(w, header); err != nil {
+			return err
+		}
+		fmt.Fprintln(w)
+	}
+	for _, r := range rows {
+		if err := tmpl.Execute(w, r); err != nil {
+			return fmt.Errorf("--format: %w", err)
+		}
+		fmt.Fprintln(w)
+	}
+	if tw != nil {
+		return tw.Flush()
+	}
+	return nil
+}
+
 // psRow is what `ps --format` templates see, with docker's field names.
 type psRow struct {
 	ID, Image, Command, CreatedAt, RunningFor, Ports, State, Status, Names, Labels, Networks string
@@ -419,36 +453,13 @@ func (c *cli) psCmd() *cobra.Command {
 				}
 				return nil
 			}
-			if format == "" {
-				format = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
+			header := psRow{ID: "CONTAINER ID", Image: "IMAGE", Command: "COMMAND", CreatedAt: "CREATED AT", RunningFor: "CREATED",
+				Ports: "PORTS", State: "STATE", Status: "STATUS", Names: "NAMES", Labels: "LABELS", Networks: "NETWORKS"}
+			rows := make([]any, len(res.Items))
+			for i, s := range res.Items {
+				rows[i] = newPSRow(s, noTrunc)
 			}
-			table := strings.HasPrefix(format, "table")
-			tmpl, err := template.New("ps").Funcs(templateFuncs).Parse(strings.TrimSpace(strings.TrimPrefix(format, "table")))
-			if err != nil {
-				return fmt.Errorf("--format: %w", err)
-			}
-			var w io.Writer = out
-			var tw *tabwriter.Writer
-			if table {
-				tw = tabwriter.NewWriter(out, 0, 4, 3, ' ', 0)
-				w = tw
-				header := psRow{ID: "CONTAINER ID", Image: "IMAGE", Command: "COMMAND", CreatedAt: "CREATED AT", RunningFor: "CREATED",
-					Ports: "PORTS", State: "STATE", Status: "STATUS", Names: "NAMES", Labels: "LABELS", Networks: "NETWORKS"}
-				if err := tmpl.Execute(w, header); err != nil {
-					return err
-				}
-				fmt.Fprintln(w)
-			}
-			for _, s := range res.Items {
-				if err := tmpl.Execute(w, newPSRow(s, noTrunc)); err != nil {
-					return err
-				}
-				fmt.Fprintln(w)
-			}
-			if tw != nil {
-				return tw.Flush()
-			}
-			return nil
+			return printTable(out, format, "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}", header, rows)
 		},
 	}
 	fl := cmd.Flags()

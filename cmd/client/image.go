@@ -105,8 +105,15 @@ func (c *cli) pushCmd() *cobra.Command {
 	}
 }
 
+// imageRow is what `images --format` templates see, with docker's names.
+type imageRow struct {
+	ID, Repository, Tag, Digest, CreatedSince, CreatedAt, Size string
+}
+
 func (c *cli) imagesCmd() *cobra.Command {
 	var quiet, dangling bool
+	var filters []string
+	var format string
 	cmd := &cobra.Command{
 		Use: "images", Short: "List images", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -114,41 +121,58 @@ func (c *cli) imagesCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			opts := client.ImageListOptions{}
+			f := client.Filters{}
 			if dangling {
-				opts.Filters = make(client.Filters).Add("dangling", "true")
+				f = f.Add("dangling", "true")
 			}
-			res, err := api.ImageList(cmd.Context(), opts)
+			for _, kv := range filters {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok {
+					return fmt.Errorf("--filter %q: want KEY=VALUE", kv)
+				}
+				f = f.Add(k, v)
+			}
+			res, err := api.ImageList(cmd.Context(), client.ImageListOptions{Filters: f})
 			if err != nil {
 				return err
 			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 3, ' ', 0)
-			if !quiet {
-				fmt.Fprintln(w, "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE")
-			}
+			var rows []any
 			for _, img := range res.Items {
 				id := strings.TrimPrefix(img.ID, "sha256:")[:12]
 				if quiet {
-					fmt.Fprintln(w, id)
+					fmt.Fprintln(cmd.OutOrStdout(), id)
 					continue
 				}
 				tags := img.RepoTags
 				if len(tags) == 0 {
 					tags = []string{"<none>:<none>"}
 				}
+				digest := "<none>"
+				if len(img.RepoDigests) > 0 {
+					_, digest, _ = strings.Cut(img.RepoDigests[0], "@")
+				}
 				for _, t := range tags {
 					repo, tag := t, "<none>"
 					if i := strings.LastIndex(t, ":"); i > strings.LastIndex(t, "/") {
 						repo, tag = t[:i], t[i+1:]
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", repo, tag, id, ago(img.Created), units.HumanSizeWithPrecision(float64(img.Size), 3))
+					rows = append(rows, imageRow{ID: id, Repository: repo, Tag: tag, Digest: digest, CreatedSince: ago(img.Created),
+						CreatedAt: time.Unix(img.Created, 0).Format("2006-01-02 15:04:05 -0700 MST"),
+						Size:      units.HumanSizeWithPrecision(float64(img.Size), 3)})
 				}
 			}
-			return w.Flush()
+			if quiet {
+				return nil
+			}
+			header := imageRow{ID: "IMAGE ID", Repository: "REPOSITORY", Tag: "TAG", Digest: "DIGEST", CreatedSince: "CREATED",
+				CreatedAt: "CREATED AT", Size: "SIZE"}
+			return printTable(cmd.OutOrStdout(), format, "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}", header, rows)
 		},
 	}
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "only image IDs")
 	cmd.Flags().BoolVar(&dangling, "dangling", false, "only images without a name")
+	cmd.Flags().StringArrayVarP(&filters, "filter", "f", nil, "filter: dangling=true, reference=PATTERN, label=KEY[=VALUE]")
+	cmd.Flags().StringVar(&format, "format", "", "Go template (table ... for a table)")
 	return cmd
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -94,10 +95,15 @@ func (s *Server) listImages(_ context.Context, w http.ResponseWriter, r *http.Re
 		if d, ok := filters["dangling"]; ok && (len(img.Names) == 0) != d["true"] {
 			continue
 		}
-		if refs, ok := filters["reference"]; ok && !matchesAny(img.Names, refs) {
-			continue
+		names := img.Names
+		if refs, ok := filters["reference"]; ok {
+			// As Docker: only the names that match are listed.
+			names = slices.DeleteFunc(slices.Clone(names), func(n string) bool { return !matchesAny([]string{n}, refs) })
+			if len(names) == 0 {
+				continue
+			}
 		}
-		tags, digests := familiar(img.Names)
+		tags, digests := familiar(names)
 		sum := imagetypes.Summary{ID: img.ID.String(), RepoTags: tags, RepoDigests: digests,
 			Size: store.Usage(img).Size, SharedSize: -1, Containers: -1, Labels: map[string]string{}}
 		if cfg, err := store.Config(img); err == nil {
