@@ -106,15 +106,7 @@ func (c *Container) Exec(ctx context.Context, p *specs.Process, opts ...CreateOp
 		Env:        []string{"GOMAXPROCS=1", "GOGC=off"},
 		ExtraFiles: []*os.File{child, sealed.f},
 	}
-	if o.stdin != nil {
-		cmd.Stdin = o.stdin
-	}
-	if o.stdout != nil {
-		cmd.Stdout = o.stdout
-	}
-	if o.stderr != nil {
-		cmd.Stderr = o.stderr
-	}
+	o.setStdio(cmd)
 	if err := c.startInNamespaces(cmd, spec); err != nil {
 		child.Close()
 		return nil, fmt.Errorf("exec in container %s: %w", c.ID, err)

@@ -237,16 +237,7 @@ func (c *Container) initCommand(spec *specs.Spec, o *createOptions) (*exec.Cmd, 
 			Cloneflags: cloneFlags(spec),
 		},
 	}
-	// A nil *os.File in an io.Reader would not be nil: assign only real files.
-	if o.stdin != nil {
-		cmd.Stdin = o.stdin
-	}
-	if o.stdout != nil {
-		cmd.Stdout = o.stdout
-	}
-	if o.stderr != nil {
-		cmd.Stderr = o.stderr
-	}
+	o.setStdio(cmd)
 	if hasNamespace(spec, specs.UserNamespace) {
 		cmd.SysProcAttr.UidMappings = idMaps(spec.Linux.UIDMappings)
 		cmd.SysProcAttr.GidMappings = idMaps(spec.Linux.GIDMappings)
@@ -261,6 +252,20 @@ func (c *Container) initCommand(spec *specs.Spec, o *createOptions) (*exec.Cmd, 
 func closeChildFiles(cmd *exec.Cmd) {
 	for _, f := range cmd.ExtraFiles {
 		f.Close()
+	}
+}
+
+// setStdio gives cmd the caller's stdio. A nil *os.File in an io.Reader
+// would not be nil: only real files are assigned.
+func (o *createOptions) setStdio(cmd *exec.Cmd) {
+	if o.stdin != nil {
+		cmd.Stdin = o.stdin
+	}
+	if o.stdout != nil {
+		cmd.Stdout = o.stdout
+	}
+	if o.stderr != nil {
+		cmd.Stderr = o.stderr
 	}
 }
 
