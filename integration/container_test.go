@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -228,10 +229,24 @@ func TestDaemonKilledContainersLive(t *testing.T) {
 			`trap "exit 9" TERM; i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done`)
 	}
 	d.dockerOK(t, "run", "-d", "--name", "ends", "busybox", "sh", "-c", "sleep 1; exit 4")
+	d.dockerOK(t, "run", "-d", "--name", "lost", "busybox", "sleep", "60")
+	pid, _ := strconv.Atoi(strings.TrimSpace(d.dockerOK(t, "inspect", "-f", "{{.State.Pid}}", "lost")))
 	time.Sleep(300 * time.Millisecond)
 	d.kill()
+	// "lost" loses its shim and then its process, so nobody records its
+	// exit; the next daemon marks it exited, 255.
+	shimPid := parentOf(t, pid)
+	if err := syscall.Kill(shimPid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(1500 * time.Millisecond) // "ends" ends while no daemon runs
 	d.start(t)
+	if out := d.dockerOK(t, "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "lost"); out != "exited 255\n" {
+		t.Errorf("container whose shim was killed: %q", out)
+	}
 	if out := d.dockerOK(t, "ps", "-q"); strings.Count(out, "\n") != 5 {
 		t.Errorf("running after the restart:\n%s", out)
 	}
@@ -503,4 +518,16 @@ func (w *watchWriter) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.buf.String()
+}
+
+// parentOf is a process's parent pid, from /proc.
+func parentOf(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	ppid, _ := strconv.Atoi(strings.Fields(s[strings.LastIndexByte(s, ')')+2:])[1])
+	return ppid
 }

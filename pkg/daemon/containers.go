@@ -607,12 +607,15 @@ func (c *containers) monitor(id string, watch net.Conn) {
 		}
 		time.Sleep(time.Second)
 	}
-	c.notify(id)
 	ctr, err := c.Get(id)
 	if err != nil {
 		return
 	}
 	st := c.State(ctr)
+	if st.Status == container.StateDead {
+		st = c.recordLost(ctr, st)
+	}
+	c.notify(id)
 	if c.d.onExit != nil {
 		c.d.onExit(ctr, st)
 	}
@@ -821,6 +824,21 @@ func (c *containers) maybeRestart(ctr *Container, st ContainerState) {
 	}()
 }
 
+// recordLost settles a container that ended without its shim recording
+// it (the shim was killed): exited, 255, as Docker marks a container
+// whose task is gone at restore; what it left is cleaned up.
+func (c *containers) recordLost(ctr *Container, st ContainerState) ContainerState {
+	e := shim.Exit{ExitCode: 255, FinishedAt: time.Now().UTC(), Error: st.Error}
+	if err := shim.RecordExit(c.d.containerDir(ctr.ID), e); err != nil {
+		slog.Warn("record a lost container's exit", "container", ctr.ID, "err", err)
+	}
+	if rc, err := c.rt.Load(ctr.ID); err == nil {
+		_ = rc.Delete(context.Background(), true)
+	}
+	_ = c.d.snapshot.Unmount(filepath.Join(c.d.containerDir(ctr.ID), "snap"))
+	return c.State(ctr)
+}
+
 // recover runs at daemon start: it watches the containers whose shims
 // live on, and starts those whose policy says to.
 func (c *containers) recover() {
@@ -833,6 +851,9 @@ func (c *containers) recover() {
 		st := c.State(ctr)
 		if st.Status == container.StateCreated {
 			continue
+		}
+		if st.Status == container.StateDead {
+			st = c.recordLost(ctr, st)
 		}
 		if st.Status == container.StateRunning {
 			watch, err := shim.Watch(c.d.containerDir(ctr.ID))

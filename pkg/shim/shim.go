@@ -281,3 +281,13 @@ func readDir() string {
 	line, _ := bufio.NewReader(f).ReadString('\n')
 	return strings.TrimSuffix(line, "\n")
 }
+
+// RecordExit writes exit.json for a container whose shim is gone without
+// writing it, so that its state stays "exited" with what is known.
+func RecordExit(dir string, e Exit) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(filepath.Join(dir, exitFile), func(w io.Writer) error { _, err := w.Write(b); return err })
+}
