@@ -531,3 +531,32 @@ func parentOf(t *testing.T, pid int) int {
 	ppid, _ := strconv.Atoi(strings.Fields(s[strings.LastIndexByte(s, ')')+2:])[1])
 	return ppid
 }
+
+// TestLogRotation: with --log-opt max-size and max-file, a chatty
+// container's log is rotated and bounded, and logs reads across the files.
+func TestLogRotation(t *testing.T) {
+	t.Parallel()
+	d := startDaemonWith(t, "--log-opt", "max-size=2k", "--log-opt", "max-file=3")
+	d.dockerOK(t, "import", busyboxTar(t), "busybox")
+	id := strings.TrimSpace(d.dockerOK(t, "run", "-d", "busybox", "sh", "-c", `i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done`))
+	d.dockerOK(t, "wait", id)
+	files, _ := filepath.Glob(filepath.Join(d.root, "containers", id, id+"-json.log*"))
+	if len(files) != 3 {
+		t.Errorf("log files: %v, want 3", files)
+	}
+	for _, f := range files {
+		if fi, err := os.Stat(f); err != nil || fi.Size() > 2048 {
+			t.Errorf("%s: %v bytes, want at most 2048", f, fi.Size())
+		}
+	}
+	lines := strings.Fields(d.dockerOK(t, "logs", id))
+	if len(lines) == 0 || len(lines) >= 300 || lines[len(lines)-1] != "line-299" {
+		t.Fatalf("logs after rotation: %d lines, last %q", len(lines), lines[len(lines)-1:])
+	}
+	first, _ := strconv.Atoi(strings.TrimPrefix(lines[0], "line-"))
+	for i, l := range lines {
+		if l != fmt.Sprint("line-", first+i) {
+			t.Fatalf("line %d is %q: a gap across files", i, l)
+		}
+	}
+}

@@ -26,7 +26,10 @@ type testDaemon struct {
 	exited       chan struct{}
 }
 
-func startDaemon(t *testing.T) *testDaemon {
+func startDaemon(t *testing.T) *testDaemon { t.Helper(); return startDaemonWith(t) }
+
+// startDaemonWith starts berthd with extra flags.
+func startDaemonWith(t *testing.T, extra ...string) *testDaemon {
 	t.Helper()
 	testutil.RequiresRoot(t)
 	dir := t.TempDir()
@@ -34,6 +37,7 @@ func startDaemon(t *testing.T) *testDaemon {
 	d := &testDaemon{root: filepath.Join(dir, "root"), sock: filepath.Join(dir, "berth.sock"), cgroupParent: "/berth-itest-" + id}
 	d.args = []string{"--root", d.root, "-H", "unix://" + d.sock, "--config-file", os.DevNull, "--log-level", "debug",
 		"--cgroup-parent", d.cgroupParent}
+	d.args = append(d.args, extra...)
 	var err error
 	if d.log, err = os.Create(filepath.Join(dir, "berthd.log")); err != nil {
 		t.Fatal(err)
