@@ -532,12 +532,19 @@ func parentOf(t *testing.T, pid int) int {
 	return ppid
 }
 
-// TestLogRotation: with --log-opt max-size and max-file, a chatty
-// container's log is rotated and bounded, and logs reads across the files.
-func TestLogRotation(t *testing.T) {
+// TestDaemonContainerDefaults: with --log-opt max-size and max-file, a
+// chatty container's log is rotated and bounded, and logs reads across
+// the files; --default-ulimit applies unless the container sets its own.
+func TestDaemonContainerDefaults(t *testing.T) {
 	t.Parallel()
-	d := startDaemonWith(t, "--log-opt", "max-size=2k", "--log-opt", "max-file=3")
+	d := startDaemonWith(t, "--log-opt", "max-size=2k", "--log-opt", "max-file=3", "--default-ulimit", "nofile=512:1024")
 	d.dockerOK(t, "import", busyboxTar(t), "busybox")
+	if out := d.dockerOK(t, "run", "--rm", "busybox", "sh", "-c", "ulimit -n; ulimit -Hn"); out != "512\n1024\n" {
+		t.Errorf("default ulimit: %q", out)
+	}
+	if out := d.dockerOK(t, "run", "--rm", "--ulimit", "nofile=256:256", "busybox", "sh", "-c", "ulimit -n"); out != "256\n" {
+		t.Errorf("the container's own ulimit: %q", out)
+	}
 	id := strings.TrimSpace(d.dockerOK(t, "run", "-d", "busybox", "sh", "-c", `i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done`))
 	d.dockerOK(t, "wait", id)
 	files, _ := filepath.Glob(filepath.Join(d.root, "containers", id, id+"-json.log*"))
