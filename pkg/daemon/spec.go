@@ -56,7 +56,7 @@ func ContainerSpec(rootfs string, rc image.RunConfig, cfg *container.Config, hc 
 	}
 	steps := []func(*specs.Spec, *container.HostConfig) error{
 		applyNamespaces, applyResources, applyCapabilities, applyPrivileged, applyMounts,
-		applyDevices, applyUlimits, applyMisc,
+		applyDevices, applyUlimits, applyMisc, applyHostnameEnv,
 	}
 	for _, step := range steps {
 		if err := step(s, hc); err != nil {
@@ -74,6 +74,15 @@ func ContainerSpec(rootfs string, rc image.RunConfig, cfg *container.Config, hc 
 }
 
 func invalid(err error) error { return fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err) }
+
+// applyHostnameEnv sets HOSTNAME to the container's host name, as Docker
+// does, unless the image or the run set it.
+func applyHostnameEnv(s *specs.Spec, _ *container.HostConfig) error {
+	if s.Hostname != "" && !slices.ContainsFunc(s.Process.Env, func(e string) bool { return strings.HasPrefix(e, "HOSTNAME=") }) {
+		s.Process.Env = append(s.Process.Env, "HOSTNAME="+s.Hostname)
+	}
+	return nil
+}
 
 func applyNamespaces(s *specs.Spec, hc *container.HostConfig) error {
 	switch mode := string(hc.NetworkMode); mode {

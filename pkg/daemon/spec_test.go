@@ -170,3 +170,29 @@ func TestContainerSpecBadInput(t *testing.T) {
 		t.Errorf("unknown user: %v", err)
 	}
 }
+
+// TestContainerSpecEnv: as Docker, HOME comes from the user's passwd
+// entry ("/" if absent) and HOSTNAME is the host name, unless set.
+func TestContainerSpecEnv(t *testing.T) {
+	for _, tc := range []struct {
+		user string
+		env  []string
+		want []string
+	}{
+		{"", nil, []string{"HOME=/root", "HOSTNAME=box"}},
+		{"web", nil, []string{"HOME=/", "HOSTNAME=box"}},
+		{"4242", nil, []string{"HOME=/", "HOSTNAME=box"}},
+		{"", []string{"HOME=/h", "HOSTNAME=mine"}, []string{"HOME=/h", "HOSTNAME=mine"}},
+	} {
+		rc := image.RunConfig{Args: []string{"sh"}, User: tc.user, Env: tc.env}
+		s, err := daemon.ContainerSpec(rootfs(t), rc, &container.Config{Hostname: "box"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range tc.want {
+			if !slices.Contains(s.Process.Env, w) {
+				t.Errorf("user %q env %v: %v lacks %s", tc.user, tc.env, s.Process.Env, w)
+			}
+		}
+	}
+}

@@ -101,12 +101,17 @@ func mergeEnv(base, extra []string) []string {
 // filesystem is rootfs: args, env, cwd, and the user resolved with the
 // image's own /etc/passwd and /etc/group (read inside rootfs only).
 func ApplyToSpec(spec *specs.Spec, rc RunConfig, rootfs string) error {
-	u, err := ResolveUser(rootfs, rc.User)
+	u, home, err := resolveUser(rootfs, rc.User)
 	if err != nil {
 		return err
 	}
 	spec.Process.Args = rc.Args
 	spec.Process.Env = rc.Env
+	// As Docker: HOME is the user's home from the image's passwd ("/"
+	// for a user it does not list), unless the image or the run set it.
+	if !slices.ContainsFunc(rc.Env, func(e string) bool { return strings.HasPrefix(e, "HOME=") }) {
+		spec.Process.Env = append(slices.Clone(rc.Env), "HOME="+home)
+	}
 	spec.Process.Cwd = rc.Cwd
 	spec.Process.User = u
 	return nil
@@ -115,9 +120,15 @@ func ApplyToSpec(spec *specs.Spec, rc RunConfig, rootfs string) error {
 // ResolveUser turns "name", "uid", "name:group" or "uid:gid" into ids with
 // the files of rootfs. An empty spec is root.
 func ResolveUser(rootfs, spec string) (specs.User, error) {
+	u, _, err := resolveUser(rootfs, spec)
+	return u, err
+}
+
+// resolveUser is ResolveUser, also returning the user's home directory.
+func resolveUser(rootfs, spec string) (specs.User, string, error) {
 	root, err := os.OpenRoot(rootfs)
 	if err != nil {
-		return specs.User{}, err
+		return specs.User{}, "", err
 	}
 	defer root.Close()
 	passwd, group := openOrEmpty(root, "etc/passwd"), openOrEmpty(root, "etc/group")
@@ -125,7 +136,7 @@ func ResolveUser(rootfs, spec string) (specs.User, error) {
 	defer group.Close()
 	eu, err := user.GetExecUser(spec, &user.ExecUser{Home: "/"}, passwd, group)
 	if err != nil {
-		return specs.User{}, fmt.Errorf("user %q: %w", spec, err)
+		return specs.User{}, "", fmt.Errorf("user %q: %w", spec, err)
 	}
 	out := specs.User{UID: uint32(eu.Uid), GID: uint32(eu.Gid)}
 	for _, g := range eu.Sgids {
@@ -133,7 +144,7 @@ func ResolveUser(rootfs, spec string) (specs.User, error) {
 			out.AdditionalGids = append(out.AdditionalGids, uint32(g))
 		}
 	}
-	return out, nil
+	return out, eu.Home, nil
 }
 
 func openOrEmpty(root *os.Root, name string) io.ReadCloser {
