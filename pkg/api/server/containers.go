@@ -280,8 +280,10 @@ func hijack(w http.ResponseWriter, r *http.Request, tty bool) (net.Conn, *bufio.
 // keys), output out until the process ends.
 func pipeStreams(conn net.Conn, client io.Reader, sc *net.UnixConn, stdin bool, keys []byte) {
 	defer sc.Close()
+	inDone := make(chan struct{})
 	if stdin {
 		go func() {
+			defer close(inDone)
 			err := copyUntilDetach(sc, client, keys)
 			if errors.Is(err, errDetached) {
 				sc.Close()
@@ -290,8 +292,19 @@ func pipeStreams(conn net.Conn, client io.Reader, sc *net.UnixConn, stdin bool, 
 			}
 			_ = sc.CloseWrite()
 		}()
+	} else {
+		close(inDone)
 	}
 	_, _ = io.Copy(conn, sc)
+	// End the output with a half-close and let the client finish: closing
+	// with its input unread would reset the connection under its last read.
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		select {
+		case <-inDone:
+		case <-time.After(2 * time.Second):
+		}
+	}
 }
 
 // defaultDetachKeys is Docker's ctrl-p ctrl-q.
