@@ -71,6 +71,9 @@ type server struct {
 	console   *os.File
 	cleanup   func()
 	drained   sync.WaitGroup // attachers still writing
+
+	pumps     sync.WaitGroup // output streams still copied
+	childEnds []*os.File     // the pipes' far ends, the process's once it runs
 }
 
 func (s *server) run(report func(status), release *os.File) (*Exit, error) {
@@ -102,88 +105,21 @@ func (s *server) run(report func(status), release *os.File) (*Exit, error) {
 		}
 		defer s.log.Close()
 	}
-
-	var pumps sync.WaitGroup
-	pump := func(stream string, r *os.File) {
-		pumps.Add(1)
-		go func() {
-			defer pumps.Done()
-			defer r.Close()
-			// A pty reports EIO once its last slave closes: the end.
-			tee := io.TeeReader(r, writerFunc(func(p []byte) (int, error) {
-				s.broadcast(stream, p)
-				return len(p), nil
-			}))
-			if s.log == nil { // an exec's output is not logged
-				_, _ = io.Copy(io.Discard, tee)
-				return
-			}
-			_ = s.log.Copy(stream, tee)
-		}()
-	}
-	var opts []runtime.CreateOpt
-	var toClose []*os.File
-	if cfg.Tty {
-		opts = append(opts, runtime.WithConsole(func(master *os.File) error {
-			s.console = master
-			return nil
-		}))
-	} else {
-		outR, outW, err := os.Pipe()
-		if err != nil {
-			return nil, err
-		}
-		errR, errW, err := os.Pipe()
-		if err != nil {
-			return nil, err
-		}
-		var inR *os.File
-		if cfg.OpenStdin {
-			var inW *os.File
-			if inR, inW, err = os.Pipe(); err != nil {
-				return nil, err
-			}
-			s.stdin = inW
-			toClose = append(toClose, inR)
-		}
-		opts = append(opts, runtime.WithStdio(inR, outW, errW))
-		toClose = append(toClose, outW, errW)
-		pump("stdout", outR)
-		pump("stderr", errR)
-	}
-	ctx := context.Background()
-	// closeChildEnds: the process holds its own copies of the pipes' far
-	// ends; the output ends when it exits.
-	closeChildEnds := func() {
-		for _, f := range toClose {
-			f.Close()
-		}
-	}
-	// pumpConsole copies a new pty's output.
-	pumpConsole := func() error {
-		if s.console == nil {
-			return nil
-		}
-		s.mu.Lock()
-		s.stdin = s.console
-		s.mu.Unlock()
-		dup, err := unix.Dup(int(s.console.Fd()))
-		if err != nil {
-			return err
-		}
-		pump("stdout", os.NewFile(uintptr(dup), "pty"))
-		return nil
-	}
-	if cfg.Exec != nil {
-		return s.runExec(ctx, rt, opts, report, release, closeChildEnds, pumpConsole, &pumps)
-	}
-	c, err := rt.Create(ctx, cfg.ID, cfg.Bundle, opts...)
-	closeChildEnds()
+	opts, err := s.stdio()
 	if err != nil {
-		pumps.Wait()
 		return nil, err
 	}
-	if err := pumpConsole(); err != nil {
+	ctx := context.Background()
+	if cfg.Exec != nil {
+		return s.runExec(ctx, rt, opts, report, release)
+	}
+	c, err := rt.Create(ctx, cfg.ID, cfg.Bundle, opts...)
+	s.closeChildEnds()
+	if err != nil {
+		s.pumps.Wait()
+		return nil, err
+	}
+	if err := s.pumpConsole(); err != nil {
 		_ = c.Delete(ctx, true)
 		return nil, err
 	}
@@ -197,17 +133,17 @@ func (s *server) run(report func(status), release *os.File) (*Exit, error) {
 	// Attach clients connect now; the daemon then says go (or hangs up).
 	if !released(release) {
 		_ = c.Delete(ctx, true)
-		pumps.Wait()
+		s.pumps.Wait()
 		return nil, fmt.Errorf("container %s was not started", cfg.ID)
 	}
 	if err := c.Start(ctx); err != nil {
 		_ = c.Delete(ctx, true)
-		pumps.Wait()
+		s.pumps.Wait()
 		return nil, err
 	}
 	report(status{Started: true})
 	code, err := c.Wait(ctx)
-	pumps.Wait()
+	s.pumps.Wait()
 	exit := &Exit{ExitCode: code, FinishedAt: time.Now().UTC()}
 	if st, serr := c.State(); serr == nil {
 		exit.OOMKilled = st.OOMKilled
@@ -216,6 +152,84 @@ func (s *server) run(report func(status), release *os.File) (*Exit, error) {
 		exit.Error = err.Error()
 	}
 	return exit, nil
+}
+
+// stdio prepares the process's stdio: for a terminal, a receiver of the
+// pty master the runtime makes; else pipes whose output is pumped, and a
+// stdin pipe when asked for.
+func (s *server) stdio() ([]runtime.CreateOpt, error) {
+	if s.cfg.Tty {
+		return []runtime.CreateOpt{runtime.WithConsole(func(master *os.File) error {
+			s.console = master
+			return nil
+		})}, nil
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	var inR *os.File
+	if s.cfg.OpenStdin {
+		var inW *os.File
+		if inR, inW, err = os.Pipe(); err != nil {
+			return nil, err
+		}
+		s.stdin = inW
+		s.childEnds = append(s.childEnds, inR)
+	}
+	s.childEnds = append(s.childEnds, outW, errW)
+	s.pump("stdout", outR)
+	s.pump("stderr", errR)
+	return []runtime.CreateOpt{runtime.WithStdio(inR, outW, errW)}, nil
+}
+
+// pump copies one output stream to the log and the attach clients until
+// it ends (a pty reports EIO once its last slave closes: the end too).
+func (s *server) pump(stream string, r *os.File) {
+	s.pumps.Add(1)
+	go func() {
+		defer s.pumps.Done()
+		defer r.Close()
+		tee := io.TeeReader(r, writerFunc(func(p []byte) (int, error) {
+			s.broadcast(stream, p)
+			return len(p), nil
+		}))
+		if s.log == nil { // an exec's output is not logged
+			_, _ = io.Copy(io.Discard, tee)
+			return
+		}
+		_ = s.log.Copy(stream, tee)
+	}()
+}
+
+// closeChildEnds closes our copies of the pipes' far ends: the process
+// holds its own, and the output ends when it exits.
+func (s *server) closeChildEnds() {
+	for _, f := range s.childEnds {
+		f.Close()
+	}
+	s.childEnds = nil
+}
+
+// pumpConsole makes a new pty master the process's stdin and pumps its
+// output.
+func (s *server) pumpConsole() error {
+	if s.console == nil {
+		return nil
+	}
+	s.mu.Lock()
+	s.stdin = s.console
+	s.mu.Unlock()
+	dup, err := unix.Dup(int(s.console.Fd()))
+	if err != nil {
+		return err
+	}
+	s.pump("stdout", os.NewFile(uintptr(dup), "pty"))
+	return nil
 }
 
 // released waits for the daemon's go: one byte, or a hang-up for no.
@@ -228,11 +242,10 @@ func released(release *os.File) bool {
 
 // runExec runs a process in the running container: attach clients connect
 // first, then it starts.
-func (s *server) runExec(ctx context.Context, rt *runtime.Runtime, opts []runtime.CreateOpt, report func(status), release *os.File,
-	closeChildEnds func(), pumpConsole func() error, pumps *sync.WaitGroup) (*Exit, error) {
+func (s *server) runExec(ctx context.Context, rt *runtime.Runtime, opts []runtime.CreateOpt, report func(status), release *os.File) (*Exit, error) {
 	fail := func(err error) (*Exit, error) {
-		closeChildEnds()
-		pumps.Wait()
+		s.closeChildEnds()
+		s.pumps.Wait()
 		return nil, err
 	}
 	c, err := rt.Load(s.cfg.ID)
@@ -247,14 +260,14 @@ func (s *server) runExec(ctx context.Context, rt *runtime.Runtime, opts []runtim
 	if err != nil {
 		return fail(err)
 	}
-	closeChildEnds()
-	if err := pumpConsole(); err != nil {
+	s.closeChildEnds()
+	if err := s.pumpConsole(); err != nil {
 		_ = proc.Kill(unix.SIGKILL)
 		return fail(err)
 	}
 	report(status{Started: true, Pid: proc.Pid()})
 	code, err := proc.Wait(ctx)
-	pumps.Wait()
+	s.pumps.Wait()
 	exit := &Exit{ExitCode: code, FinishedAt: time.Now().UTC()}
 	if err != nil {
 		exit.Error = err.Error()
