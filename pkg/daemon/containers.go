@@ -101,12 +101,15 @@ func newContainers(d *Daemon) (*containers, error) {
 		}
 		return nil
 	})
-	exe, xerr := os.Executable()
-	if xerr != nil {
-		return nil, xerr
+	if err != nil {
+		return nil, err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
 	}
 	return &containers{d: d, rt: rt, changes: map[string]chan struct{}{}, pending: map[string][]*pendingAttach{},
-		launcher: shim.NewLauncher(exe)}, err
+		launcher: shim.NewLauncher(exe)}, nil
 }
 
 var validName = regexp.MustCompile(`^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
@@ -166,10 +169,9 @@ func (c *containers) Create(ctx context.Context, name string, cfg *container.Con
 	dir := c.d.containerDir(ctr.ID)
 	ok := false
 	defer func() {
-		if !ok {
+		if !ok { // record, the last step, commits all or nothing
 			_ = snapshot.Remove(c.d.snapshot, filepath.Join(dir, "snap"))
 			os.RemoveAll(dir)
-			_ = c.deleteRecord(ctr)
 		}
 	}()
 	if err := os.MkdirAll(filepath.Join(dir, "bundle"), 0o700); err != nil {
@@ -185,7 +187,7 @@ func (c *containers) Create(ctx context.Context, name string, cfg *container.Con
 	if err != nil {
 		return nil, err
 	}
-	spec.Linux.CgroupsPath = path.Join("/", c.d.cfg.CgroupParent, ctr.ID)
+	spec.Linux.CgroupsPath = c.cgroupPath(ctr.ID)
 	b, err := json.MarshalIndent(spec, "", "\t")
 	if err != nil {
 		return nil, err
@@ -208,6 +210,9 @@ func (c *containers) Create(ctx context.Context, name string, cfg *container.Con
 	return ctr, nil
 }
 
+// cgroupPath is the container's cgroup: PARENT/ID.
+func (c *containers) cgroupPath(id string) string { return path.Join("/", c.d.cfg.CgroupParent, id) }
+
 func (c *containers) logPath(id string) string {
 	return filepath.Join(c.d.containerDir(id), id+"-json.log")
 }
@@ -225,10 +230,14 @@ func (c *containers) nameFree(name string) error {
 	}
 	return c.d.db.View(func(tx *bolt.Tx) error {
 		if id := tx.Bucket(containerNamesBucket).Get([]byte(name)); id != nil {
-			return fmt.Errorf("the container name %q is already in use by container %s: %w", "/"+name, id, errdefs.ErrConflict)
+			return nameInUse(name, id)
 		}
 		return nil
 	})
+}
+
+func nameInUse(name string, id []byte) error {
+	return fmt.Errorf("the container name %q is already in use by container %s: %w", "/"+name, id, errdefs.ErrConflict)
 }
 
 // record stores a new container and its name (generated if empty), or
@@ -244,7 +253,7 @@ func (c *containers) record(ctr *Container) error {
 				}
 			}
 		} else if id := names.Get([]byte(ctr.Name)); id != nil {
-			return fmt.Errorf("the container name %q is already in use by container %s: %w", "/"+ctr.Name, id, errdefs.ErrConflict)
+			return nameInUse(ctr.Name, id)
 		}
 		if err := names.Put([]byte(ctr.Name), []byte(ctr.ID)); err != nil {
 			return err
@@ -381,18 +390,22 @@ func (c *containers) startedState(ctr *Container, dir string) ContainerState {
 			return ContainerState{Status: container.StateRunning, Pid: st.Pid}
 		}
 	}
-	// Ended, but its shim is still recording the exit.
-	if shim.Alive(dir) {
-		if e, err := shim.ReadExit(dir); err == nil {
-			return exitState(e)
-		}
-		return ContainerState{Status: container.StateRunning}
-	}
-	if e, err := shim.ReadExit(dir); err == nil { // recorded meanwhile
+	// Its process ended: a live shim is still recording the exit, or
+	// recorded it meanwhile.
+	alive := shim.Alive(dir)
+	if e, err := shim.ReadExit(dir); err == nil {
 		return exitState(e)
+	}
+	if alive {
+		return ContainerState{Status: container.StateRunning}
 	}
 	// Started, not running, no exit recorded: its shim died with it.
 	return ContainerState{Status: container.StateDead, ExitCode: 255, Error: "the container's monitor ended without recording its exit"}
+}
+
+// notRunning is the conflict of acting on a container that does not run.
+func notRunning(id string) error {
+	return fmt.Errorf("container %s is not running: %w", id, errdefs.ErrConflict)
 }
 
 func exitState(e *shim.Exit) ContainerState {
@@ -519,7 +532,7 @@ func (a *Attachment) Close() {
 // Resize sets the size of a running container's terminal.
 func (c *containers) Resize(ctr *Container, height, width uint16) error {
 	if st := c.State(ctr); st.Status != container.StateRunning {
-		return fmt.Errorf("container %s is not running: %w", ctr.ID[:12], errdefs.ErrConflict)
+		return notRunning(ctr.ID[:12])
 	}
 	if !ctr.Config.Tty {
 		return nil
@@ -589,29 +602,22 @@ func (c *containers) Start(ctx context.Context, ctr *Container) error {
 // where that is gone, by polling), then applies --rm and the restart
 // policy.
 func (c *containers) monitor(id string, watch net.Conn) {
-	dir := c.d.containerDir(id)
 	if watch != nil {
 		_, _ = watch.Read(make([]byte, 1))
 		watch.Close()
 	}
+	var ctr *Container
+	var st ContainerState
 	for {
-		ctr, err := c.Get(id)
-		if err != nil {
-			return
+		var err error
+		if ctr, err = c.Get(id); err != nil {
+			return // removed
 		}
-		if st := c.State(ctr); st.Status != container.StateRunning {
-			break
-		}
-		if _, err := shim.ReadExit(dir); err == nil {
+		if st = c.State(ctr); st.Status != container.StateRunning {
 			break
 		}
 		time.Sleep(time.Second)
 	}
-	ctr, err := c.Get(id)
-	if err != nil {
-		return
-	}
-	st := c.State(ctr)
 	if st.Status == container.StateDead {
 		st = c.recordLost(ctr, st)
 	}
@@ -672,7 +678,7 @@ func (c *containers) Wait(ctx context.Context, ctr *Container, condition contain
 // Kill sends a signal to the container's processes.
 func (c *containers) Kill(ctr *Container, sig syscall.Signal) error {
 	if st := c.State(ctr); st.Status != container.StateRunning {
-		return fmt.Errorf("container %s is not running: %w", ctr.ID[:12], errdefs.ErrConflict)
+		return notRunning(ctr.ID[:12])
 	}
 	rc, err := c.rt.Load(ctr.ID)
 	if err != nil {
@@ -888,7 +894,7 @@ func (c *containers) Rename(ctr *Container, name string) error {
 			if string(id) == ctr.ID {
 				return nil
 			}
-			return fmt.Errorf("the container name %q is already in use by container %s: %w", "/"+name, id, errdefs.ErrConflict)
+			return nameInUse(name, id)
 		}
 		v := ctrs.Get([]byte(ctr.ID))
 		if v == nil {
@@ -956,9 +962,9 @@ func (c *containers) Top(ctx context.Context, ctr *Container, psArgs string) ([]
 // procs are the container's processes, from its cgroup.
 func (c *containers) procs(ctr *Container) ([]int, error) {
 	if st := c.State(ctr); st.Status != container.StateRunning {
-		return nil, fmt.Errorf("container %s is not running: %w", ctr.ID[:12], errdefs.ErrConflict)
+		return nil, notRunning(ctr.ID[:12])
 	}
-	cg, err := cgroups.Load(path.Join("/", c.d.cfg.CgroupParent, ctr.ID))
+	cg, err := cgroups.Load(c.cgroupPath(ctr.ID))
 	if err != nil {
 		return nil, err
 	}
@@ -970,7 +976,7 @@ func (c *containers) Stats(ctr *Container) (*cgroups.Stats, error) {
 	if st := c.State(ctr); st.Status != container.StateRunning {
 		return &cgroups.Stats{}, nil // docker reports zeros for a stopped container
 	}
-	cg, err := cgroups.Load(path.Join("/", c.d.cfg.CgroupParent, ctr.ID))
+	cg, err := cgroups.Load(c.cgroupPath(ctr.ID))
 	if err != nil {
 		return nil, err
 	}

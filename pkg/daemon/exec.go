@@ -1,14 +1,12 @@
 package daemon
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
@@ -57,7 +55,7 @@ func (d *Daemon) ExecCreate(ctr *Container, cfg container.ExecCreateRequest) (*E
 		return nil, invalid(errors.New("no command given"))
 	}
 	if st := d.ctrs.State(ctr); st.Status != container.StateRunning {
-		return nil, fmt.Errorf("container %s is not running: %w", ctr.ID, errdefs.ErrConflict)
+		return nil, notRunning(ctr.ID)
 	}
 	e := &Exec{ID: newID(), ContainerID: ctr.ID, Config: cfg}
 	d.execs.mu.Lock()
@@ -89,7 +87,7 @@ func (d *Daemon) ExecState(e *Exec) ExecState {
 // ExecStart starts the exec's process through a shim of its own. With
 // attach, its streams are claimed before it starts and returned (stdin in;
 // output raw for a terminal, multiplexed otherwise).
-func (d *Daemon) ExecStart(ctx context.Context, e *Exec, attach, tty bool, size *[2]uint) (*Attachment, error) {
+func (d *Daemon) ExecStart(e *Exec, attach, tty bool, size *[2]uint) (*Attachment, error) {
 	e.mu.Lock()
 	if e.started {
 		e.mu.Unlock()
@@ -102,7 +100,7 @@ func (d *Daemon) ExecStart(ctx context.Context, e *Exec, attach, tty bool, size 
 		return nil, err
 	}
 	if st := d.ctrs.State(ctr); st.Status != container.StateRunning {
-		return nil, fmt.Errorf("container %s is not running: %w", ctr.ID, errdefs.ErrConflict)
+		return nil, notRunning(ctr.ID)
 	}
 	proc, err := d.execProcess(ctr, e, tty, size)
 	if err != nil {
@@ -155,14 +153,11 @@ func (d *Daemon) ExecStart(ctx context.Context, e *Exec, attach, tty bool, size 
 			_, _ = watch.Read(make([]byte, 1))
 			watch.Close()
 		}
+		// The shim writes exit.json before it closes the watch; with no
+		// watch it was gone already.
 		code := 255
-		// The shim writes exit.json before it closes the watch.
-		for range 100 {
-			if ex, err := shim.ReadExit(dir); err == nil {
-				code = ex.ExitCode
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
+		if ex, err := shim.ReadExit(dir); err == nil {
+			code = ex.ExitCode
 		}
 		e.mu.Lock()
 		e.running, e.exitCode = false, &code

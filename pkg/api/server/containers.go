@@ -479,16 +479,21 @@ func (s *Server) listContainers(_ context.Context, w http.ResponseWriter, r *htt
 		if !f.match(ctr, st) {
 			continue
 		}
-		sum := container.Summary{ID: ctr.ID, Names: []string{"/" + ctr.Name}, Image: ctr.ImageRef, ImageID: ctr.ImageID.String(),
-			Command: strings.Join(append([]string{ctr.Path}, ctr.Args...), " "), Created: ctr.Created.Unix(),
-			Labels: ctr.Config.Labels, State: st.Status, Status: statusLine(ctr, st), Ports: []container.PortSummary{}}
-		if sum.Labels == nil {
-			sum.Labels = map[string]string{}
-		}
-		sum.HostConfig.NetworkMode = string(ctr.HostConfig.NetworkMode)
-		out = append(out, sum)
+		out = append(out, containerSummary(ctr, st))
 	}
 	return writeJSON(w, http.StatusOK, out)
+}
+
+// containerSummary is a container as lists show it.
+func containerSummary(ctr *daemon.Container, st daemon.ContainerState) container.Summary {
+	sum := container.Summary{ID: ctr.ID, Names: []string{"/" + ctr.Name}, Image: ctr.ImageRef, ImageID: ctr.ImageID.String(),
+		Command: strings.Join(append([]string{ctr.Path}, ctr.Args...), " "), Created: ctr.Created.Unix(),
+		Labels: ctr.Config.Labels, State: st.Status, Status: statusLine(st), Ports: []container.PortSummary{}}
+	if sum.Labels == nil {
+		sum.Labels = map[string]string{}
+	}
+	sum.HostConfig.NetworkMode = string(ctr.HostConfig.NetworkMode)
+	return sum
 }
 
 // filters are the API's filters parameter: key -> accepted values.
@@ -525,7 +530,7 @@ func (f filters) match(ctr *daemon.Container, st daemon.ContainerState) bool {
 }
 
 // statusLine is docker ps's STATUS column.
-func statusLine(ctr *daemon.Container, st daemon.ContainerState) string {
+func statusLine(st daemon.ContainerState) string {
 	switch st.Status {
 	case container.StateRunning:
 		return "Up " + units.HumanDuration(time.Since(st.StartedAt))

@@ -15,7 +15,7 @@ type ExecBackend interface {
 	ExecCreate(ctr *daemon.Container, cfg container.ExecCreateRequest) (*daemon.Exec, error)
 	ExecGet(id string) (*daemon.Exec, error)
 	ExecState(e *daemon.Exec) daemon.ExecState
-	ExecStart(ctx context.Context, e *daemon.Exec, attach, tty bool, size *[2]uint) (*daemon.Attachment, error)
+	ExecStart(e *daemon.Exec, attach, tty bool, size *[2]uint) (*daemon.Attachment, error)
 	ExecResize(e *daemon.Exec, height, width uint16) error
 }
 
@@ -56,7 +56,7 @@ func (s *Server) startExec(ctx context.Context, w http.ResponseWriter, r *http.R
 		}
 	}
 	tty := e.Config.Tty || req.Tty
-	att, err := s.b.ExecStart(ctx, e, !req.Detach, req.Tty, req.ConsoleSize)
+	att, err := s.b.ExecStart(e, !req.Detach, req.Tty, req.ConsoleSize)
 	if err != nil && !req.Detach && !errdefs.IsConflict(err) && !errdefs.IsNotFound(err) {
 		// As Docker: the client hears the failure in its stream, and the
 		// exit code (126, 127 for a missing command) from inspect.

@@ -499,10 +499,9 @@ func (s *Server) diskUsage(_ context.Context, w http.ResponseWriter, _ *http.Req
 	}
 	ctrItems := []container.Summary{}
 	for _, ctr := range ctrs {
-		st := s.b.ContainerState(ctr)
-		ctrItems = append(ctrItems, container.Summary{ID: ctr.ID, Names: []string{"/" + ctr.Name}, Image: ctr.ImageRef,
-			ImageID: ctr.ImageID.String(), Command: strings.Join(append([]string{ctr.Path}, ctr.Args...), " "),
-			Created: ctr.Created.Unix(), State: st.Status, Status: statusLine(ctr, st), SizeRw: s.b.ContainerSizeRw(ctr)})
+		sum := containerSummary(ctr, s.b.ContainerState(ctr))
+		sum.SizeRw = s.b.ContainerSizeRw(ctr)
+		ctrItems = append(ctrItems, sum)
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{
 		"LayersSize": store.LayersSize(), "Images": items,
