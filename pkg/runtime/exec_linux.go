@@ -89,8 +89,8 @@ func (c *Container) Exec(ctx context.Context, p *specs.Process, opts ...CreateOp
 	if _, err := sealedExe(); err != nil {
 		return nil, err
 	}
-	if staticExe() != nil {
-		return nil, fmt.Errorf("exec in container %s: %w", c.ID, staticExe())
+	if err := staticExe(); err != nil {
+		return nil, fmt.Errorf("exec in container %s: %w", c.ID, err)
 	}
 	parent, child, err := socketPair()
 	if err != nil {
@@ -126,11 +126,11 @@ func (c *Container) Exec(ctx context.Context, p *specs.Process, opts ...CreateOp
 		<-proc.done
 		return nil, fmt.Errorf("exec in container %s: %w", c.ID, err)
 	}
-	if cg, err := cgroups.Load(c.rec.CgroupPath); err == nil {
-		if err := cg.Add(proc.Pid()); err != nil {
-			return fail(err)
-		}
-	} else {
+	cg, err := cgroups.Load(c.rec.CgroupPath)
+	if err != nil {
+		return fail(err)
+	}
+	if err := cg.Add(proc.Pid()); err != nil {
 		return fail(err)
 	}
 	if err := setOOMScoreAdj(proc.Pid(), spec.Process.OOMScoreAdj); err != nil {
