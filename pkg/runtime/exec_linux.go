@@ -188,24 +188,44 @@ func (c *Container) startInNamespaces(cmd *exec.Cmd, spec *specs.Spec) error {
 		fds = append(fds, fd)
 		types = append(types, int(namespaceFlags[t]))
 	}
-	errc := make(chan error, 1)
-	go func() {
-		goruntime.LockOSThread() // never unlocked: the thread dies with the goroutine
+	return onThrowawayThread(func() error {
 		if err := unix.Unshare(unix.CLONE_FS); err != nil {
-			errc <- fmt.Errorf("unshare fs: %w", err)
-			return
+			return fmt.Errorf("unshare fs: %w", err)
 		}
 		for i, fd := range fds {
 			if err := unix.Setns(fd, types[i]); err != nil {
-				errc <- fmt.Errorf("join namespace %d: %w", types[i], err)
-				return
+				return fmt.Errorf("join namespace %d: %w", types[i], err)
 			}
 		}
 		// The init path resolves in the child, which is in the container's
 		// mount and pid namespaces and sees its fds in the container's /proc.
-		errc <- cmd.Start()
-	}()
+		return cmd.Start()
+	})
+}
+
+// onThrowawayThread runs fn on an OS thread that ends when fn returns, so
+// whatever fn changed about its thread dies with it. Go cannot end the
+// main thread, only park it, and /proc/self shows the main thread's
+// namespaces: had fn run there, the whole process would go on reading the
+// container's /proc/self/mountinfo and find no cgroup mounts. So fn never
+// runs there; the main thread, when it is the one drawn, is held until fn
+// is done on another.
+func onThrowawayThread(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() { errc <- lockedRun(fn) }()
 	return <-errc
+}
+
+// lockedRun runs fn on the calling goroutine's thread, locked for good,
+// unless that is the main thread.
+func lockedRun(fn func() error) error {
+	goruntime.LockOSThread()
+	if unix.Gettid() == unix.Getpid() {
+		// Held here, the main thread cannot run the next goroutine.
+		defer goruntime.UnlockOSThread()
+		return onThrowawayThread(fn)
+	}
+	return fn() // never unlocked: the thread ends with the goroutine
 }
 
 // nsFile names the namespaces' files under /proc/PID/ns.
