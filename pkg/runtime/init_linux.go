@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	goruntime "runtime"
 	"strings"
 
@@ -212,10 +213,18 @@ func waitForStart() error {
 
 // lookPath finds args[0] in the container, with the container's PATH, so a
 // missing binary fails Create rather than the process after Start.
+// It runs before the chdir to the process's cwd, so a relative name
+// ("./serve.sh", or a relative PATH entry) is resolved against cwd here.
 func lookPath(p *specs.Process) (string, error) {
 	name := p.Args[0]
+	inCwd := func(n string) string {
+		if path.IsAbs(n) {
+			return n
+		}
+		return path.Join("/", p.Cwd, n)
+	}
 	if strings.Contains(name, "/") {
-		return name, checkExecutable(name)
+		return inCwd(name), checkExecutable(inCwd(name))
 	}
 	path := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	for _, kv := range p.Env {
@@ -227,7 +236,7 @@ func lookPath(p *specs.Process) (string, error) {
 		if dir == "" {
 			dir = "."
 		}
-		cand := dir + "/" + name
+		cand := inCwd(dir + "/" + name)
 		if checkExecutable(cand) == nil {
 			return cand, nil
 		}

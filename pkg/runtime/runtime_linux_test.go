@@ -85,6 +85,17 @@ func TestProcessSettings(t *testing.T) {
 
 func itoa(u uint64) string { return strconv.FormatUint(u, 10) }
 
+// TestRelativeCommand: a command named relative to the process's cwd
+// ("./busybox" in /bin) is found there, as after the chdir.
+func TestRelativeCommand(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "./busybox", "sh", "-c", "exit 7")
+	f.spec.Process.Cwd = "/bin"
+	if out, code := f.run(t); code != 7 {
+		t.Errorf("exit code %d, want 7: %s", code, out)
+	}
+}
+
 func TestExitCodes(t *testing.T) {
 	for _, tc := range []struct {
 		name string
