@@ -33,6 +33,8 @@ type PutOptions struct {
 	Source   string   // repository the blobs come from, for cross-repository mounts
 	Progress func(Progress)
 	Limits   unpack.Options
+	// BuildCache marks the image as made by a build step (Image.BuildCache).
+	BuildCache bool
 }
 
 // parallelLayers is how many layers one Put fetches and unpacks at once.
@@ -88,6 +90,7 @@ func (s *Store) Put(ctx context.Context, img v1.Image, opts PutOptions) (*Image,
 	}
 	rec.Stored = time.Now().UTC()
 	rec.Pending = s.boot
+	rec.BuildCache = opts.BuildCache
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		images := tx.Bucket(imagesBucket)
 		if images.Get([]byte(rec.ID)) == nil {

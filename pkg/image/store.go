@@ -21,9 +21,10 @@ import (
 
 // Buckets of the metadata database that the image store owns.
 var (
-	imagesBucket = []byte("images") // image ID -> Image (JSON)
-	namesBucket  = []byte("names")  // normalized name -> image ID
-	layersBucket = []byte("layers") // chain ID -> layerRecord (JSON)
+	imagesBucket = []byte("images")     // image ID -> Image (JSON)
+	namesBucket  = []byte("names")      // normalized name -> image ID
+	layersBucket = []byte("layers")     // chain ID -> layerRecord (JSON)
+	cacheBucket  = []byte("buildcache") // build step's cache key -> image ID
 )
 
 // Image is a stored image. Its ID is the digest of its config, as Docker's.
@@ -36,6 +37,10 @@ type Image struct {
 	// Pending is the boot ID under which the image was stored, until its
 	// data is known to be on disk (see durability.go).
 	Pending string `json:"pending,omitempty"`
+	// BuildCache marks an image a build step made: without a name it is
+	// part of the build cache, listed with `images -a` only, and removed
+	// by a builder prune rather than an image prune.
+	BuildCache bool `json:"buildCache,omitempty"`
 	// Names are the image's references (docker.io/library/busybox:latest),
 	// filled in from the names bucket when read.
 	Names []string `json:"-"`
@@ -100,7 +105,7 @@ func New(root string, db *bolt.DB, opts ...Option) (*Store, error) {
 		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{imagesBucket, namesBucket, layersBucket} {
+		for _, b := range [][]byte{imagesBucket, namesBucket, layersBucket, cacheBucket} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -564,8 +569,8 @@ func (s *Store) collectBlobs() error {
 	return nil
 }
 
-// Prune deletes dangling images (no name), or with all every image no
-// container uses, and returns what it deleted.
+// Prune deletes dangling images (no name, and not build cache), or with
+// all every image no container uses, and returns what it deleted.
 func (s *Store) Prune(all bool, inUse func(digest.Digest) bool) ([]digest.Digest, error) {
 	var deleted, free []digest.Digest
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -575,7 +580,8 @@ func (s *Store) Prune(all bool, inUse func(digest.Digest) bool) ([]digest.Digest
 			if err != nil {
 				return err
 			}
-			if (all || len(img.Names) == 0) && (inUse == nil || !inUse(img.ID)) {
+			dangling := len(img.Names) == 0 && !img.BuildCache
+			if (all || dangling) && (inUse == nil || !inUse(img.ID)) {
 				victims = append(victims, img)
 			}
 			return nil
