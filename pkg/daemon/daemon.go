@@ -40,6 +40,7 @@ type Daemon struct {
 	registry *registry.Client
 	snapshot snapshot.Driver
 	ctrs     *containers
+	builds   *builds
 	execs    execs
 	// log rotation of containers' logs
 	logMaxSize  int64
@@ -81,6 +82,10 @@ func New(cfg Config) (*Daemon, error) {
 	d.registry = registry.New(d.images)
 	d.registry.Insecure = cfg.InsecureRegistries
 	if d.ctrs, err = newContainers(d); err != nil {
+		d.Close()
+		return nil, err
+	}
+	if d.builds, err = newBuilds(d); err != nil {
 		d.Close()
 		return nil, err
 	}

@@ -90,8 +90,12 @@ func (s *Server) listImages(_ context.Context, w http.ResponseWriter, r *http.Re
 	if err != nil {
 		return err
 	}
+	all := boolParam(r.URL.Query().Get("all"))
 	out := []imagetypes.Summary{}
 	for _, img := range imgs {
+		if img.BuildCache && len(img.Names) == 0 && !all {
+			continue // a build step's image, as Docker hides intermediate images
+		}
 		if d, ok := filters["dangling"]; ok && (len(img.Names) == 0) != d["true"] {
 			continue
 		}

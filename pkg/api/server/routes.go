@@ -36,6 +36,8 @@ func (s *Server) routes() []route {
 		{"GET", "/system/df", s.diskUsage},
 		{"GET", "/events", s.events},
 		{"POST", "/auth", s.auth},
+		{"POST", "/build", s.build},
+		{"POST", "/build/prune", s.pruneBuildCache},
 		{"GET", "/images/json", s.listImages},
 		{"POST", "/images/create", s.createImage},
 		{"POST", "/images/load", s.loadImages},

@@ -24,6 +24,7 @@ type Backend interface {
 	ContainerBackend
 	ExecBackend
 	StatsBackend
+	BuildBackend
 	// OnContainerExit sets the function told of every container's end.
 	OnContainerExit(fn func(*daemon.Container, daemon.ContainerState))
 }
