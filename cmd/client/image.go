@@ -27,7 +27,7 @@ func (c *cli) imageCmd() *cobra.Command {
 	ls.Use, ls.Aliases = "ls", []string{"list"}
 	rm := c.rmiCmd()
 	rm.Use, rm.Aliases = "rm IMAGE...", []string{"remove"}
-	cmd.AddCommand(ls, rm, c.pullCmd(), c.pushCmd(), c.tagCmd(), c.pruneCmd(), c.inspectCmd(),
+	cmd.AddCommand(ls, rm, c.buildCmd(), c.pullCmd(), c.pushCmd(), c.tagCmd(), c.pruneCmd(), c.inspectCmd(),
 		c.historyCmd(), c.loadCmd(), c.saveCmd(), c.importCmd())
 	return cmd
 }
@@ -111,12 +111,12 @@ type imageRow struct {
 }
 
 func (c *cli) imagesCmd() *cobra.Command {
-	var quiet, dangling bool
+	var quiet, dangling, all bool
 	var filters []string
 	var format string
 	cmd := &cobra.Command{
-		Use: "images", Short: "List images", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Use: "images [REPOSITORY[:TAG]]", Short: "List images", Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
 			api, err := c.client()
 			if err != nil {
 				return err
@@ -125,6 +125,9 @@ func (c *cli) imagesCmd() *cobra.Command {
 			if dangling {
 				f = f.Add("dangling", "true")
 			}
+			if len(args) == 1 {
+				f = f.Add("reference", args[0])
+			}
 			for _, kv := range filters {
 				k, v, ok := strings.Cut(kv, "=")
 				if !ok {
@@ -132,7 +135,7 @@ func (c *cli) imagesCmd() *cobra.Command {
 				}
 				f = f.Add(k, v)
 			}
-			res, err := api.ImageList(cmd.Context(), client.ImageListOptions{Filters: f})
+			res, err := api.ImageList(cmd.Context(), client.ImageListOptions{All: all, Filters: f})
 			if err != nil {
 				return err
 			}
@@ -170,6 +173,7 @@ func (c *cli) imagesCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "only image IDs")
+	cmd.Flags().BoolVarP(&all, "all", "a", false, "also the images of build steps (the build cache)")
 	cmd.Flags().BoolVar(&dangling, "dangling", false, "only images without a name")
 	cmd.Flags().StringArrayVarP(&filters, "filter", "f", nil, "filter: dangling=true, reference=PATTERN, label=KEY[=VALUE]")
 	cmd.Flags().StringVar(&format, "format", "", "Go template (table ... for a table)")

@@ -89,13 +89,16 @@ func (c *cli) systemCmd() *cobra.Command {
 			if all {
 				what = "images without at least one container"
 			}
-			if !force && !confirm(cmd, "WARNING! This will remove all stopped containers and all "+what+".") {
+			if !force && !confirm(cmd, "WARNING! This will remove all stopped containers, all "+what+" and all build cache.") {
 				return nil
 			}
 			if err := c.pruneContainers(cmd); err != nil {
 				return err
 			}
-			return c.pruneImages(cmd, all)
+			if err := c.pruneImages(cmd, all); err != nil {
+				return err
+			}
+			return c.pruneBuildCache(cmd, all)
 		},
 	}
 	prune.Flags().BoolVarP(&force, "force", "f", false, "do not ask for confirmation")

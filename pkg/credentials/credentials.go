@@ -150,3 +150,22 @@ func ReadPassword(r io.Reader) (string, error) {
 	}
 	return pw, nil
 }
+
+// All returns every stored login, by registry, as X-Registry-Config
+// carries them for a build's pulls.
+func All(dir string) (map[string]registry.AuthConfig, error) {
+	cf, err := config.Load(dir)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", dir, err)
+	}
+	all, err := cf.GetAllCredentials()
+	if err != nil {
+		return nil, fmt.Errorf("read logins: %w", err)
+	}
+	out := map[string]registry.AuthConfig{}
+	for k, ac := range all {
+		out[k] = registry.AuthConfig{Username: ac.Username, Password: ac.Password, Auth: ac.Auth,
+			ServerAddress: ac.ServerAddress, IdentityToken: ac.IdentityToken, RegistryToken: ac.RegistryToken}
+	}
+	return out, nil
+}
