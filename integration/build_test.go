@@ -220,6 +220,13 @@ RUN exit 9
 	if got := d.dockerOK(t, "inspect", "--format", "{{.Config.Labels.triggered}} {{.Config.OnBuild}}", "child"); strings.TrimSpace(got) != "yes []" {
 		t.Errorf("the child's trigger label and triggers: %s", got)
 	}
+	// RUN steps get the build's limits and network.
+	limited := writeContext(t, map[string]string{"Dockerfile": "FROM busybox\n" +
+		"RUN echo mem=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max) links=$(ls /sys/class/net | wc -l)\n"})
+	out = d.berthOK(t, "build", "--memory", "48m", "--network", "none", limited)
+	if !strings.Contains(out, "mem=50331648 links=1") {
+		t.Errorf("RUN with --memory 48m --network none:\n%s", out)
+	}
 }
 
 func writeTarGz(t *testing.T, path string, files map[string]string) {

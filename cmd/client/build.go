@@ -27,6 +27,10 @@ func (c *cli) buildCmd() *cobra.Command {
 		tags, buildArgs, labels []string
 		file, target, network   string
 		noCache, quiet          bool
+		memory, memorySwap      string
+		shmSize                 string
+		cpuShares               int64
+		cpusetCpus              string
 	)
 	cmd := &cobra.Command{
 		Use: "build [OPTIONS] PATH", Short: "Build an image from a Dockerfile", Args: cobra.ExactArgs(1),
@@ -36,7 +40,21 @@ func (c *cli) buildCmd() *cobra.Command {
 				return err
 			}
 			opts := client.ImageBuildOptions{Tags: tags, Target: target, NoCache: noCache, SuppressOutput: quiet,
-				NetworkMode: network, Remove: true, BuildArgs: map[string]*string{}, Labels: map[string]string{}}
+				NetworkMode: network, Remove: true, BuildArgs: map[string]*string{}, Labels: map[string]string{},
+				CPUShares: cpuShares, CPUSetCPUs: cpusetCpus}
+			for _, s := range []struct {
+				flag, v string
+				dst     *int64
+			}{{"memory", memory, &opts.Memory}, {"memory-swap", memorySwap, &opts.MemorySwap}, {"shm-size", shmSize, &opts.ShmSize}} {
+				if s.v == "" {
+					continue
+				}
+				n, err := units.RAMInBytes(s.v)
+				if err != nil {
+					return fmt.Errorf("--%s=%s: %w", s.flag, s.v, err)
+				}
+				*s.dst = n
+			}
 			for _, a := range buildArgs {
 				k, v, ok := strings.Cut(a, "=")
 				if !ok {
@@ -90,6 +108,11 @@ func (c *cli) buildCmd() *cobra.Command {
 	f.StringVar(&target, "target", "", "the stage to build")
 	f.StringVar(&network, "network", "", "the network of RUN steps: default, none or host")
 	f.BoolVar(&noCache, "no-cache", false, "do not use the build cache")
+	f.StringVarP(&memory, "memory", "m", "", "memory limit of RUN steps (e.g. 512m)")
+	f.StringVar(&memorySwap, "memory-swap", "", "memory plus swap limit of RUN steps")
+	f.StringVar(&shmSize, "shm-size", "", "size of /dev/shm in RUN steps")
+	f.Int64Var(&cpuShares, "cpu-shares", 0, "CPU shares of RUN steps")
+	f.StringVar(&cpusetCpus, "cpuset-cpus", "", "CPUs RUN steps may use (0-3, 0,1)")
 	f.BoolVarP(&quiet, "quiet", "q", false, "print only the image ID")
 	return cmd
 }

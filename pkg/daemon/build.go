@@ -75,7 +75,10 @@ func (b *builds) cleanup() {
 // defaults (capabilities, seccomp, ulimits), under the cgroup parent.
 func (b *builds) Run(ctx context.Context, st build.RunStep) (int, error) {
 	id := "build-" + st.ID[:20]
-	hc := &container.HostConfig{NetworkMode: container.NetworkMode(st.Network)}
+	l := st.Limits
+	hc := &container.HostConfig{NetworkMode: container.NetworkMode(st.Network), ShmSize: l.ShmSize,
+		Resources: container.Resources{Memory: l.Memory, MemorySwap: l.MemorySwap, CPUShares: l.CPUShares,
+			CPUQuota: l.CPUQuota, CPUPeriod: l.CPUPeriod, CpusetCpus: l.CpusetCpus, CpusetMems: l.CpusetMems}}
 	for _, name := range slices.Sorted(maps.Keys(b.d.cfg.DefaultUlimits)) {
 		hc.Ulimits = append(hc.Ulimits, b.d.cfg.DefaultUlimits[name])
 	}

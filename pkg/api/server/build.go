@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	goruntime "runtime"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -50,6 +51,21 @@ func (s *Server) build(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	default:
 		return errBadRequestf("network mode %q is not supported for builds (default, none or host)", n)
 	}
+	limits := []struct {
+		param string
+		dst   *int64
+	}{{"memory", &opts.Limits.Memory}, {"memswap", &opts.Limits.MemorySwap}, {"cpushares", &opts.Limits.CPUShares},
+		{"cpuquota", &opts.Limits.CPUQuota}, {"cpuperiod", &opts.Limits.CPUPeriod}, {"shmsize", &opts.Limits.ShmSize}}
+	for _, l := range limits {
+		if v := q.Get(l.param); v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return errBadRequestf("%s=%q: want a number", l.param, v)
+			}
+			*l.dst = n
+		}
+	}
+	opts.Limits.CpusetCpus, opts.Limits.CpusetMems = q.Get("cpusetcpus"), q.Get("cpusetmems")
 	if v := q.Get("buildargs"); v != "" {
 		if err := json.Unmarshal([]byte(v), &opts.BuildArgs); err != nil {
 			return errBadRequestf("buildargs: %v", err)

@@ -45,7 +45,17 @@ type RunStep struct {
 	Cwd     string
 	User    string // as in the image config; resolved in Rootfs
 	Network string // "" (the build network), "none" or "host"
+	Limits  Limits
 	Output  io.Writer
+}
+
+// Limits are the cgroup limits of a build's RUN steps (docker build's
+// --memory, --cpu-shares...); zero values set none.
+type Limits struct {
+	Memory, MemorySwap             int64
+	CPUShares, CPUQuota, CPUPeriod int64
+	CpusetCpus, CpusetMems         string
+	ShmSize                        int64
 }
 
 // Options are a build's parameters, as POST /build names them.
@@ -57,6 +67,7 @@ type Options struct {
 	Target     string
 	NoCache    bool
 	Network    string
+	Limits     Limits
 }
 
 // Builder builds images into Store.

@@ -223,7 +223,7 @@ func (bs *buildState) run(st *stage, c *instructions.RunCommand) error {
 		id := newID()
 		fmt.Fprintf(bs.out, " ---> Running in %s\n", id[:12])
 		code, err := bs.b.Runner.Run(bs.ctx, RunStep{ID: id, Rootfs: rootfs, Args: args, Env: env, Cwd: cwd,
-			User: st.cfg.Config.User, Network: bs.opts.Network, Output: bs.out})
+			User: st.cfg.Config.User, Network: bs.opts.Network, Limits: bs.opts.Limits, Output: bs.out})
 		if err != nil {
 			return err
 		}
