@@ -41,6 +41,7 @@ bench: build ## benchmarks against crun, runc, podman, docker and skopeo (needs 
 	bench/runtime.sh
 	bench/image.sh
 	bench/daemon.sh
+	bench/build.sh
 
 demo: prereqs build ## run a container from a busybox bundle and show its output
 	scripts/demo.sh
