@@ -2,7 +2,8 @@
 # demo.sh: the main job: start berthd on a demo root and socket, make the base image
 # berth/busybox from Debian's busybox-static (no network needed), and run containers from
 # it with the berth client: one that shows it is contained, one in the background that
-# `ps`, `logs` and `exec` look at. berthd and the containers are stopped at the end.
+# `ps`, `logs` and `exec` look at; then build an image from a Dockerfile twice (the second
+# time from the cache) and run it. berthd and the containers are stopped at the end.
 # Needs root and bin/berthd, bin/berth.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,3 +51,17 @@ berth logs demo-web
 berth exec demo-web sh -c 'echo "exec sees: $(ps | wc -l) lines of ps, pid 1 is $(cat /proc/1/comm)"'
 berth stop demo-web >/dev/null
 berth ps -a --format '{{.Names}}: {{.Status}}'
+
+echo "== berth build: a Dockerfile on berth/busybox, built, rebuilt from the cache, run"
+mkdir -p "$work/app"
+echo 'echo "hello from a built image: $(cat /app/version)"' >"$work/app/hello.sh"
+cat >"$work/app/Dockerfile" <<'DOCKERFILE'
+FROM berth/busybox
+WORKDIR /app
+COPY hello.sh .
+RUN date -u +%Y-%m-%d > version
+CMD ["sh", "hello.sh"]
+DOCKERFILE
+berth build -t demo/hello "$work/app"
+berth build -t demo/hello "$work/app" | grep -c "Using cache" | sed 's/^/cached steps on the rebuild: /'
+berth run --rm demo/hello
