@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -353,4 +355,61 @@ func TestBuildCacheLifetime(t *testing.T) {
 	if out := d.berthOK(t, "run", "--rm", "cached", "cat", "/b.txt"); out != "a" {
 		t.Errorf("built image: %q", out)
 	}
+}
+
+// TestBuildInterrupted: a client that goes away mid-RUN stops the build,
+// and a daemon killed mid-RUN cleans up at its next start: no container,
+// process, mount or cgroup is left (the daemon's cleanup checks the last
+// two).
+func TestBuildInterrupted(t *testing.T) {
+	t.Parallel()
+	d := withBusybox(t)
+	ctx := writeContext(t, map[string]string{"Dockerfile": "FROM busybox\nRUN sleep 60\n"})
+	running := func() []string {
+		var ids []string
+		entries, _ := os.ReadDir(filepath.Join(d.root, "builds", "runtime"))
+		for _, e := range entries {
+			if !strings.HasPrefix(e.Name(), ".") {
+				ids = append(ids, e.Name())
+			}
+		}
+		return ids
+	}
+	startBuild := func() *exec.Cmd {
+		cmd := exec.Command(testutil.Build(t, "./cmd/client", false), "build", ctx)
+		cmd.Env = append(os.Environ(), "BERTH_HOST=unix://"+d.sock)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the RUN step's container runs", func() bool { return len(running()) == 1 })
+		return cmd
+	}
+	client := startBuild()
+	_ = client.Process.Kill()
+	_ = client.Wait()
+	eventually(t, "the build stops with its client", func() bool { return len(running()) == 0 })
+
+	client = startBuild()
+	state, err := os.ReadFile(filepath.Join(d.root, "builds", "runtime", running()[0], "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.kill()
+	_ = client.Wait()
+	d.start(t)
+	if ids := running(); len(ids) > 0 {
+		t.Errorf("after a restart, build containers are left: %v", ids)
+	}
+	if builds, _ := filepath.Glob(filepath.Join(d.root, "builds", "build-*")); len(builds) > 0 {
+		t.Errorf("after a restart, build dirs are left: %v", builds)
+	}
+	var st struct{ Pid int }
+	if err := json.Unmarshal(state, &st); err != nil || st.Pid == 0 {
+		t.Fatalf("state %s: %v", state, err)
+	}
+	// Killed, it may wait a moment to be reaped by whoever inherited it.
+	eventually(t, "the RUN's process is gone", func() bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", st.Pid))
+		return err != nil || strings.Contains(string(b), ") Z ")
+	})
 }
