@@ -61,7 +61,7 @@ func (bc *buildContext) applyIgnore() error {
 	if err != nil {
 		return invalid(fmt.Errorf(".dockerignore: %w", err))
 	}
-	var remove []string
+	var remove, matchedDirs []string
 	err = fs.WalkDir(bc.root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || p == "." {
 			return err
@@ -74,7 +74,10 @@ func (bc *buildContext) applyIgnore() error {
 			return nil
 		}
 		if d.IsDir() && pm.Exclusions() {
-			return nil // something under it may be let in again: look inside
+			// Something under it may be let in again: look inside, and
+			// drop the directory later if nothing was.
+			matchedDirs = append(matchedDirs, p)
+			return nil
 		}
 		remove = append(remove, p)
 		if d.IsDir() {
@@ -89,6 +92,9 @@ func (bc *buildContext) applyIgnore() error {
 		if err := bc.root.RemoveAll(p); err != nil {
 			return err
 		}
+	}
+	for i := len(matchedDirs) - 1; i >= 0; i-- { // deepest first
+		_ = bc.root.Remove(matchedDirs[i]) // fails, as it should, when not empty
 	}
 	return nil
 }
