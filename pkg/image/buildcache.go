@@ -31,40 +31,14 @@ func (s *Store) CachePut(key, id digest.Digest) error {
 // cache kept: those build steps made that have no name and that no
 // container uses (inUse). It returns the deleted images.
 func (s *Store) PruneBuildCache(inUse func(digest.Digest) bool) ([]digest.Digest, error) {
-	var deleted, free []digest.Digest
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	forget := func(tx *bolt.Tx) error {
 		if err := tx.DeleteBucket(cacheBucket); err != nil {
 			return err
 		}
-		if _, err := tx.CreateBucket(cacheBucket); err != nil {
-			return err
-		}
-		var victims []*Image
-		err := tx.Bucket(imagesBucket).ForEach(func(k, _ []byte) error {
-			img, err := readImage(tx, digest.Digest(k))
-			if err != nil {
-				return err
-			}
-			if img.BuildCache && len(img.Names) == 0 && (inUse == nil || !inUse(img.ID)) {
-				victims = append(victims, img)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, img := range victims {
-			f, err := deleteImage(tx, img)
-			if err != nil {
-				return err
-			}
-			free = append(free, f...)
-			deleted = append(deleted, img.ID)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
+		_, err := tx.CreateBucket(cacheBucket)
+		return err
 	}
-	return deleted, s.release(free)
+	return s.deleteWhere(forget, func(img *Image) bool {
+		return img.BuildCache && len(img.Names) == 0 && (inUse == nil || !inUse(img.ID))
+	})
 }

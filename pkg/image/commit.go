@@ -101,20 +101,13 @@ func (s *Store) hold() func() {
 // yet (the Put that follows adds the image).
 func (s *Store) commitLayer(ctx context.Context, parent digest.Digest, upper string, mediaType types.MediaType) (Layer, error) {
 	fail := func(err error) (Layer, error) { return Layer{}, fmt.Errorf("commit layer from %s: %w", upper, err) }
-	tmp, err := os.MkdirTemp(s.tmpDir(), "unpack-")
+	tmp, blob, err := s.newUnpack()
 	if err != nil {
 		return fail(err)
 	}
 	defer os.RemoveAll(tmp)
-	diffDir := filepath.Join(tmp, "diff")
-	if err := os.Mkdir(diffDir, 0o755); err != nil {
-		return fail(err)
-	}
-	blob, err := s.content.NewIngest()
-	if err != nil {
-		return fail(err)
-	}
 	defer blob.Abort()
+	diffDir := filepath.Join(tmp, "diff")
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(diff.Write(pw, upper)) }()
 	defer pr.Close()

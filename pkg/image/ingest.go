@@ -15,6 +15,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/berth-containers/berth/pkg/image/content"
 	"github.com/berth-containers/berth/pkg/image/unpack"
 )
 
@@ -275,20 +276,13 @@ func (s *Store) fetchLayer(ctx context.Context, want Layer, l v1.Layer, lim unpa
 		progress(Progress{ID: short, Status: "Pull complete"})
 		return nil
 	}
-	tmp, err := os.MkdirTemp(s.tmpDir(), "unpack-")
+	tmp, blob, err := s.newUnpack()
 	if err != nil {
 		return fail(err)
 	}
 	defer os.RemoveAll(tmp)
-	diffDir := filepath.Join(tmp, "diff")
-	if err := os.Mkdir(diffDir, 0o755); err != nil {
-		return fail(err)
-	}
-	blob, err := s.content.NewIngest()
-	if err != nil {
-		return fail(err)
-	}
 	defer blob.Abort()
+	diffDir := filepath.Join(tmp, "diff")
 	// Fetching, writing and hashing the blob run ahead of decompression.
 	fetch := unpack.ReadAhead(&progressReader{r: io.TeeReader(rc, blob), ctx: ctx, every: 1 << 20, report: func(n int64) {
 		progress(Progress{ID: short, Status: "Downloading", Current: n, Total: want.Size})
@@ -331,6 +325,25 @@ func (s *Store) fetchLayer(ctx context.Context, want Layer, l v1.Layer, lim unpa
 	}
 	progress(Progress{ID: short, Status: "Pull complete"})
 	return nil
+}
+
+// newUnpack makes a directory under tmp/ with an empty diff/ to unpack a
+// layer into, and an ingest for its blob.
+func (s *Store) newUnpack() (string, *content.Ingest, error) {
+	tmp, err := os.MkdirTemp(s.tmpDir(), "unpack-")
+	if err != nil {
+		return "", nil, err
+	}
+	if err := os.Mkdir(filepath.Join(tmp, "diff"), 0o755); err != nil {
+		os.RemoveAll(tmp)
+		return "", nil, err
+	}
+	blob, err := s.content.NewIngest()
+	if err != nil {
+		os.RemoveAll(tmp)
+		return "", nil, err
+	}
+	return tmp, blob, nil
 }
 
 type progressReader struct {

@@ -572,16 +572,29 @@ func (s *Store) collectBlobs() error {
 // Prune deletes dangling images (no name, and not build cache), or with
 // all every image no container uses, and returns what it deleted.
 func (s *Store) Prune(all bool, inUse func(digest.Digest) bool) ([]digest.Digest, error) {
+	return s.deleteWhere(nil, func(img *Image) bool {
+		dangling := len(img.Names) == 0 && !img.BuildCache
+		return (all || dangling) && (inUse == nil || !inUse(img.ID))
+	})
+}
+
+// deleteWhere deletes, in one transaction after first (when not nil), the
+// images victim picks, then their unused layers and blobs.
+func (s *Store) deleteWhere(first func(*bolt.Tx) error, victim func(*Image) bool) ([]digest.Digest, error) {
 	var deleted, free []digest.Digest
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		if first != nil {
+			if err := first(tx); err != nil {
+				return err
+			}
+		}
 		var victims []*Image
 		err := tx.Bucket(imagesBucket).ForEach(func(k, _ []byte) error {
 			img, err := readImage(tx, digest.Digest(k))
 			if err != nil {
 				return err
 			}
-			dangling := len(img.Names) == 0 && !img.BuildCache
-			if (all || dangling) && (inUse == nil || !inUse(img.ID)) {
+			if victim(img) {
 				victims = append(victims, img)
 			}
 			return nil

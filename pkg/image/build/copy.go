@@ -100,15 +100,7 @@ func (bs *buildState) copy(st *stage, cmd instructions.Command, req copyRequest)
 		//lint:ignore ST1005 Docker's words, which clients match
 		return invalid(fmt.Errorf("When using %s with more than one source file, the destination must be a directory and end with a /", strings.ToUpper(cmd.Name())))
 	}
-	dest := req.dest
-	if !path.IsAbs(dest) {
-		wd := st.cfg.Config.WorkingDir
-		if wd == "" {
-			wd = "/"
-		}
-		dest = path.Join(wd, dest)
-	}
-	relDest := strings.TrimPrefix(path.Clean(dest), "/")
+	relDest := strings.TrimPrefix(st.inWorkdir(req.dest), "/")
 	if relDest == "" {
 		relDest = "."
 	}

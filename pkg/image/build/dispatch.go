@@ -237,20 +237,24 @@ func (bs *buildState) run(st *stage, c *instructions.RunCommand) error {
 
 // workdir sets the working directory, made in the image when missing.
 func (bs *buildState) workdir(st *stage, c *instructions.WorkdirCommand) error {
-	dir := c.Path
-	if !path.IsAbs(dir) {
-		base := st.cfg.Config.WorkingDir
-		if base == "" {
-			base = "/"
-		}
-		dir = path.Join(base, dir)
-	}
-	dir = path.Clean(dir)
+	dir := st.inWorkdir(c.Path)
 	cfg := st.cfg.DeepCopy()
 	cfg.Config.WorkingDir = dir
 	return bs.commit(st, bs.cacheKey(st, c), cfg, "WORKDIR "+dir, func(rootfs string) error {
 		return mkdirIn(rootfs, dir)
 	})
+}
+
+// inWorkdir is p, absolute, or relative to the stage's working directory.
+func (st *stage) inWorkdir(p string) string {
+	if path.IsAbs(p) {
+		return path.Clean(p)
+	}
+	wd := st.cfg.Config.WorkingDir
+	if wd == "" {
+		wd = "/"
+	}
+	return path.Join(wd, p)
 }
 
 // mkdirIn makes dir (absolute, in the image) inside rootfs, resolving
