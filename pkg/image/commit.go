@@ -134,24 +134,15 @@ func (s *Store) commitLayer(ctx context.Context, parent digest.Digest, upper str
 	}
 	// The same change on the same parent may be committed by another
 	// build at the same time, or have been before: the first one wins.
-	s.mu.Lock()
-	call, busy := s.inflight[l.ChainID]
-	if !busy {
-		call = &layerCall{done: make(chan struct{})}
-		s.inflight[l.ChainID] = call
-	}
-	s.mu.Unlock()
+	call, busy := s.claim(l.ChainID)
 	if busy {
 		<-call.done
 		return l, call.err
 	}
-	call.err = s.placeLayer(tmp, l, st.Size)
-	s.mu.Lock()
-	delete(s.inflight, l.ChainID)
-	s.mu.Unlock()
-	close(call.done)
-	if call.err != nil {
-		return fail(call.err)
+	err = s.placeLayer(tmp, l, st.Size)
+	s.finish(l.ChainID, call, err)
+	if err != nil {
+		return fail(err)
 	}
 	return l, nil
 }

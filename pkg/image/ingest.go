@@ -202,6 +202,27 @@ type layerCall struct {
 	err  error
 }
 
+// claim returns the call making the layer chainID: one in flight to wait
+// for (busy), or a new one the caller makes and finishes.
+func (s *Store) claim(chainID digest.Digest) (call *layerCall, busy bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if call, busy = s.inflight[chainID]; !busy {
+		call = &layerCall{done: make(chan struct{})}
+		s.inflight[chainID] = call
+	}
+	return call, busy
+}
+
+// finish ends a claimed call with err, waking its waiters.
+func (s *Store) finish(chainID digest.Digest, call *layerCall, err error) {
+	call.err = err
+	s.mu.Lock()
+	delete(s.inflight, chainID)
+	s.mu.Unlock()
+	close(call.done)
+}
+
 // ensureLayer makes sure the layer is unpacked and its blob stored.
 func (s *Store) ensureLayer(ctx context.Context, want Layer, l v1.Layer, lim unpack.Options, progress func(Progress)) error {
 	short := want.Digest.Encoded()[:12]
@@ -210,13 +231,7 @@ func (s *Store) ensureLayer(ctx context.Context, want Layer, l v1.Layer, lim unp
 			progress(Progress{ID: short, Status: "Already exists"})
 			return nil
 		}
-		s.mu.Lock()
-		call, busy := s.inflight[want.ChainID]
-		if !busy {
-			call = &layerCall{done: make(chan struct{})}
-			s.inflight[want.ChainID] = call
-		}
-		s.mu.Unlock()
+		call, busy := s.claim(want.ChainID)
 		if busy {
 			select {
 			case <-call.done:
@@ -228,12 +243,9 @@ func (s *Store) ensureLayer(ctx context.Context, want Layer, l v1.Layer, lim unp
 				return ctx.Err()
 			}
 		}
-		call.err = s.fetchLayer(ctx, want, l, lim, progress)
-		s.mu.Lock()
-		delete(s.inflight, want.ChainID)
-		s.mu.Unlock()
-		close(call.done)
-		return call.err
+		err := s.fetchLayer(ctx, want, l, lim, progress)
+		s.finish(want.ChainID, call, err)
+		return err
 	}
 }
 
