@@ -7,43 +7,21 @@
 # RUN steps have no network on every engine (--network none; berth's default is a network
 # namespace of its own until bridge networking lands).
 #
-# Peers come from ../shared/peers (installed, images built, a private dockerd started);
-# berthd runs on its own root, socket and cgroup parent under $work, and only processes
-# this script started are stopped, by pid.
+# Peers and berthd are set up by bench/engine.sh.
 # Env: RUNS (default 10), WARMUP (default 2), OUT (results dir), PEERS (../shared/peers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-10} WARMUP=${WARMUP:-2}
-PEERS=${PEERS:-$(cd ../shared/peers && pwd)}
 work=${BENCH_DIR:-/tmp/berth-bench-build}
-OUT=${OUT:-$work/results}
-# shellcheck source=/dev/null
-. "$PEERS/lib.sh"
-scripts/install-prereqs.sh bench
-"$PEERS/setup-peers.sh" >/dev/null
-LARGE_IMAGE=none "$PEERS/build-images.sh" >/dev/null
-"$PEERS/daemons.sh" start dockerd >/dev/null || echo "dockerd did not start: docker rows are skipped"
-make -s build
-
-rm -rf "$work" && mkdir -p "$work" "$OUT"
-sock=$work/berth.sock
-berth() { bin/berth -H "unix://$sock" "$@"; }
-bin/berthd --root "$work/root" -H "unix://$sock" --config-file /dev/null --cgroup-parent /berth-bench-build \
-	>"$work/berthd.log" 2>&1 &
-berthd_pid=$!
+# shellcheck source=bench/engine.sh
+. bench/engine.sh
+start_berthd berth-bench-build
 cleanup() {
-	kill "$berthd_pid" 2>/dev/null && wait "$berthd_pid" 2>/dev/null || true
 	podman rmi -f bench/app >/dev/null 2>&1 || true
-	"$PEERS/daemons.sh" stop dockerd >/dev/null 2>&1 || true
-	rmdir /sys/fs/cgroup/*/berth-bench-build 2>/dev/null || true
+	stop_engine
 }
 trap cleanup EXIT
-for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
-tar -C "$BUSYBOX_ROOTFS" -cf "$work/busybox.tar" .
-berth import "$work/busybox.tar" busybox >/dev/null
-if dockerd_up; then
-	"$DOCKER" image inspect busybox:latest >/dev/null 2>&1 || "$DOCKER" load -q -i "$BUSYBOX_DOCKER_TAR" >/dev/null
-fi
+import_busybox
 
 # A small web app: 10 steps, 3 of them RUN, 2 COPY.
 ctx=$work/context

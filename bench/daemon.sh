@@ -8,51 +8,29 @@
 #      berth shim per container, beside conmon and containerd-shim-runc-v2.
 #   4. `berth ps -a` with 1000 containers.
 #
-# Peers come from ../shared/peers (installed, images built, a private dockerd started; its
-# README lists this machine's quirks). berthd runs on its own root, socket and cgroup
-# parent under $work; only processes this script started are stopped, by pid.
+# Peers and berthd are set up by bench/engine.sh.
 # Env: RUNS (default 20), WARMUP (default 3), N (containers for step 2, default 20),
 # PS_N (default 1000), OUT (results dir), PEERS (default ../shared/peers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-20} WARMUP=${WARMUP:-3} N=${N:-20} PS_N=${PS_N:-1000}
-PEERS=${PEERS:-$(cd ../shared/peers && pwd)}
 work=${BENCH_DIR:-/tmp/berth-bench-daemon}
-OUT=${OUT:-$work/results}
-# shellcheck source=/dev/null
-. "$PEERS/lib.sh"
-scripts/install-prereqs.sh bench
-"$PEERS/setup-peers.sh" >/dev/null
-LARGE_IMAGE=none "$PEERS/build-images.sh" >/dev/null
-"$PEERS/daemons.sh" start dockerd >/dev/null || echo "dockerd did not start: docker rows are skipped"
-make -s build
-
-rm -rf "$work" && mkdir -p "$work" "$OUT"
-sock=$work/berth.sock
-berth() { bin/berth -H "unix://$sock" "$@"; }
-bin/berthd --root "$work/root" -H "unix://$sock" --config-file /dev/null --cgroup-parent /berth-bench \
-	>"$work/berthd.log" 2>&1 &
-berthd_pid=$!
+# shellcheck source=bench/engine.sh
+. bench/engine.sh
+start_berthd berth-bench
 cleanup() {
 	berth ps -aq 2>/dev/null | xargs -r bin/berth -H "unix://$sock" rm -f >/dev/null 2>&1 || true
-	kill "$berthd_pid" 2>/dev/null && wait "$berthd_pid" 2>/dev/null || true
 	podman ps -aq --filter "label=$BENCH_LABEL" | xargs -r podman rm -f >/dev/null 2>&1 || true
 	if dockerd_up; then
 		"$DOCKER" ps -aq --filter "label=$BENCH_LABEL" | xargs -r "$DOCKER" rm -f >/dev/null 2>&1 || true
 	fi
-	"$PEERS/daemons.sh" stop dockerd >/dev/null 2>&1 || true
-	rmdir /sys/fs/cgroup/*/berth-bench 2>/dev/null || true
+	stop_engine
 }
 trap cleanup EXIT
-for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 pss_kb() { awk '/^Pss:/ {s += $2} END {print s}' "/proc/$1/smaps_rollup"; }
 idle_start=$(rss_kb "$berthd_pid")
-tar -C "$BUSYBOX_ROOTFS" -cf "$work/busybox.tar" .
-berth import "$work/busybox.tar" busybox >/dev/null
-if dockerd_up; then
-	"$DOCKER" image inspect busybox:latest >/dev/null 2>&1 || "$DOCKER" load -q -i "$BUSYBOX_DOCKER_TAR" >/dev/null
-fi
+import_busybox
 
 echo "== 1. run --rm busybox true"
 rows=(-n "berth run --rm" "bin/berth -H unix://$sock run --rm busybox true"
