@@ -413,3 +413,31 @@ func TestBuildInterrupted(t *testing.T) {
 		return err != nil || strings.Contains(string(b), ") Z ")
 	})
 }
+
+// TestBuildFromScratch: FROM scratch, COPY --from an image (not a stage),
+// the escape and syntax directives, an exec-form RUN, and --no-cache.
+func TestBuildFromScratch(t *testing.T) {
+	t.Parallel()
+	d := withBusybox(t)
+	ctx := writeContext(t, map[string]string{
+		"Dockerfile": "# syntax=docker/dockerfile:1\n# escape=`\nFROM scratch\n" +
+			"COPY --from=busybox /bin/busybox /bin/\nCOPY hello.txt /\n" +
+			"RUN [\"/bin/busybox\", \"sh\", \"-c\", `\n  \"/bin/busybox cat /hello.txt > /out.txt\"]\n" +
+			"ENTRYPOINT [\"/bin/busybox\", \"cat\"]\nCMD [\"/out.txt\"]\n",
+		"hello.txt": "hello from scratch",
+	})
+	out := d.berthOK(t, "build", "-t", "tiny", ctx)
+	if !strings.Contains(out, "Step 1/6 : FROM scratch") {
+		t.Errorf("build:\n%s", out)
+	}
+	if run := d.berthOK(t, "run", "--rm", "tiny"); run != "hello from scratch" {
+		t.Errorf("run: %q", run)
+	}
+	if layers := d.dockerOK(t, "inspect", "--format", "{{len .RootFS.Layers}}", "tiny"); strings.TrimSpace(layers) != "3" {
+		t.Errorf("layers: %s (want 3: two COPY and a RUN)", layers)
+	}
+	out = d.berthOK(t, "build", "--no-cache", "-t", "tiny", ctx)
+	if strings.Contains(out, "Using cache") {
+		t.Errorf("--no-cache used the cache:\n%s", out)
+	}
+}
