@@ -342,6 +342,9 @@ func TestBuildCacheLifetime(t *testing.T) {
 	if out := d.berthOK(t, "images", "-a"); len(regexp.MustCompile(`<none>\s+<none>`).FindAllString(out, -1)) != 2 {
 		t.Errorf("images -a should list the 2 unnamed step images:\n%s", out)
 	}
+	if out := d.dockerOK(t, "system", "df"); !regexp.MustCompile(`Build Cache\s+2\s`).MatchString(out) {
+		t.Errorf("docker system df should count 2 build cache records:\n%s", out)
+	}
 	if out := d.berthOK(t, "builder", "prune", "-f"); !strings.Contains(out, "Deleted build cache objects:") {
 		t.Errorf("builder prune:\n%s", out)
 	}

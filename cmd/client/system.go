@@ -62,7 +62,7 @@ func (c *cli) systemCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			du, err := api.DiskUsage(cmd.Context(), client.DiskUsageOptions{Containers: true, Images: true})
+			du, err := api.DiskUsage(cmd.Context(), client.DiskUsageOptions{Containers: true, Images: true, BuildCache: true})
 			if err != nil {
 				return err
 			}
@@ -74,6 +74,7 @@ func (c *cli) systemCmd() *cobra.Command {
 			}{
 				{"Images", du.Images.TotalCount, du.Images.ActiveCount, du.Images.TotalSize, du.Images.Reclaimable},
 				{"Containers", du.Containers.TotalCount, du.Containers.ActiveCount, du.Containers.TotalSize, du.Containers.Reclaimable},
+				{"Build Cache", du.BuildCache.TotalCount, du.BuildCache.ActiveCount, du.BuildCache.TotalSize, du.BuildCache.Reclaimable},
 			} {
 				fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\n", row.name, row.total, row.active,
 					units.HumanSize(float64(row.size)), units.HumanSize(float64(row.reclaim)))

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	buildtypes "github.com/moby/moby/api/types/build"
 	"github.com/moby/moby/api/types/container"
 	imagetypes "github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/api/types/jsonstream"
@@ -480,10 +481,18 @@ func (s *Server) diskUsage(_ context.Context, w http.ResponseWriter, _ *http.Req
 		return err
 	}
 	items := []imagetypes.Summary{}
-	var reclaimable, active int64
+	cache := []buildtypes.CacheRecord{}
+	var reclaimable, active, cacheSize int64
 	for _, img := range imgs {
 		tags, digests := familiar(img.Names)
 		u := store.Usage(img)
+		if img.BuildCache && len(img.Names) == 0 && !s.inUse(img.ID) {
+			// A build step's image: the build cache, as Docker reports it.
+			cache = append(cache, buildtypes.CacheRecord{ID: img.ID.Encoded()[:12], Type: "regular",
+				Size: u.Size - u.Shared, CreatedAt: img.Stored})
+			cacheSize += u.Size - u.Shared
+			continue
+		}
 		sum := imagetypes.Summary{ID: img.ID.String(), RepoTags: tags, RepoDigests: digests,
 			Size: u.Size, SharedSize: u.Shared, Containers: 0, Labels: map[string]string{}}
 		if cfg, err := store.Config(img); err == nil {
@@ -509,7 +518,8 @@ func (s *Server) diskUsage(_ context.Context, w http.ResponseWriter, _ *http.Req
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{
 		"LayersSize": store.LayersSize(), "Images": items,
-		"Containers": ctrItems, "Volumes": []any{}, "BuildCache": []any{},
-		"ImageUsage": imagetypes.DiskUsage{ActiveCount: active, TotalCount: int64(len(items)), Items: items, Reclaimable: reclaimable},
+		"Containers": ctrItems, "Volumes": []any{}, "BuildCache": cache,
+		"ImageUsage":      imagetypes.DiskUsage{ActiveCount: active, TotalCount: int64(len(items)), Items: items, Reclaimable: reclaimable},
+		"BuildCacheUsage": buildtypes.DiskUsage{TotalCount: int64(len(cache)), Items: cache, Reclaimable: cacheSize, TotalSize: cacheSize},
 	})
 }
