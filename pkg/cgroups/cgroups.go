@@ -292,20 +292,23 @@ func Delete(p string) error {
 	return nil
 }
 
-// rmdirRetry removes an empty cgroup, retrying briefly while the kernel
-// still counts an exiting task in it (EBUSY).
+// rmdirRetry removes an empty cgroup, retrying while the kernel still
+// counts an exiting task in it (EBUSY): usually for well under a
+// millisecond, but for much longer on a loaded machine, so the wait grows
+// up to about 3 s in all.
 func rmdirRetry(dir string) error {
 	var err error
-	for i := 0; i < 200; i++ {
+	wait := 500 * time.Microsecond
+	for deadline := time.Now().Add(3 * time.Second); ; {
 		if err = os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
 			return nil
 		}
-		if !errors.Is(err, syscall.EBUSY) {
+		if !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
 			return err
 		}
-		time.Sleep(500 * time.Microsecond)
+		time.Sleep(wait)
+		wait = min(2*wait, 50*time.Millisecond)
 	}
-	return err
 }
 
 type v2 struct {

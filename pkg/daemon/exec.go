@@ -81,6 +81,15 @@ func (d *Daemon) ExecGet(id string) (*Exec, error) {
 func (d *Daemon) ExecState(e *Exec) ExecState {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.running {
+		// The shim records the exit before it ends the attached streams;
+		// a client that inspects as soon as its stream ends must see it,
+		// though the watcher below may not have read it yet. (The watcher
+		// removes the dir only after it took the lock to update e.)
+		if ex, err := shim.ReadExit(d.execDir(e)); err == nil {
+			return ExecState{Pid: e.pid, ExitCode: &ex.ExitCode}
+		}
+	}
 	return ExecState{Running: e.running, Pid: e.pid, ExitCode: e.exitCode}
 }
 
