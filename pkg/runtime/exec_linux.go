@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	goruntime "runtime"
 	"sync"
 	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-containers/berth/internal/osthread"
 	"github.com/berth-containers/berth/pkg/cgroups"
 )
 
@@ -188,7 +188,7 @@ func (c *Container) startInNamespaces(cmd *exec.Cmd, spec *specs.Spec) error {
 		fds = append(fds, fd)
 		types = append(types, int(namespaceFlags[t]))
 	}
-	return onThrowawayThread(func() error {
+	return osthread.Throwaway(func() error {
 		if err := unix.Unshare(unix.CLONE_FS); err != nil {
 			return fmt.Errorf("unshare fs: %w", err)
 		}
@@ -201,31 +201,6 @@ func (c *Container) startInNamespaces(cmd *exec.Cmd, spec *specs.Spec) error {
 		// mount and pid namespaces and sees its fds in the container's /proc.
 		return cmd.Start()
 	})
-}
-
-// onThrowawayThread runs fn on an OS thread that ends when fn returns, so
-// whatever fn changed about its thread dies with it. Go cannot end the
-// main thread, only park it, and /proc/self shows the main thread's
-// namespaces: had fn run there, the whole process would go on reading the
-// container's /proc/self/mountinfo and find no cgroup mounts. So fn never
-// runs there; the main thread, when it is the one drawn, is held until fn
-// is done on another.
-func onThrowawayThread(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() { errc <- lockedRun(fn) }()
-	return <-errc
-}
-
-// lockedRun runs fn on the calling goroutine's thread, locked for good,
-// unless that is the main thread.
-func lockedRun(fn func() error) error {
-	goruntime.LockOSThread()
-	if unix.Gettid() == unix.Getpid() {
-		// Held here, the main thread cannot run the next goroutine.
-		defer goruntime.UnlockOSThread()
-		return onThrowawayThread(fn)
-	}
-	return fn() // never unlocked: the thread ends with the goroutine
 }
 
 // nsFile names the namespaces' files under /proc/PID/ns.

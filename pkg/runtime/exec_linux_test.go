@@ -9,9 +9,7 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 
-	"github.com/berth-containers/berth/internal/testutil"
 	"github.com/berth-containers/berth/pkg/runtime"
 )
 
@@ -53,35 +51,5 @@ func TestExec(t *testing.T) {
 	p.Args = []string{"nosuch-command"}
 	if _, err := c.Exec(ctx, &p); err == nil || !strings.Contains(err.Error(), "nosuch-command") {
 		t.Errorf("exec of a missing command: %v", err)
-	}
-}
-
-// TestNamespaceThreadIsNeverMain: the thread that joins a container's
-// namespaces for exec is thrown away afterwards, and Go cannot throw away
-// the main thread; /proc/self shows the main thread's namespaces, so had
-// it joined, the process would read the container's mountinfo from then
-// on (and find no cgroup mounts). Called from the main thread, the join
-// happens on another thread and the process's mount namespace is kept.
-func TestNamespaceThreadIsNeverMain(t *testing.T) {
-	testutil.RequiresRoot(t)
-	before, err := os.Readlink("/proc/self/ns/mnt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tid int
-	onMainThread(func() {
-		err = runtime.LockedRun(func() error {
-			tid = unix.Gettid()
-			return unix.Unshare(unix.CLONE_NEWNS)
-		})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tid == os.Getpid() {
-		t.Error("the namespace was joined on the main thread")
-	}
-	if after, _ := os.Readlink("/proc/self/ns/mnt"); after != before {
-		t.Errorf("the process's mount namespace changed: %s, was %s", after, before)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
@@ -19,35 +18,14 @@ import (
 	"github.com/berth-containers/berth/pkg/runtime"
 )
 
-// The main goroutine keeps the main thread from init on, and runs there
-// what tests hand to onMainThread while the tests run on other goroutines.
-func init() { goruntime.LockOSThread() }
-
-var mainThread = make(chan func())
-
 func TestMain(m *testing.M) {
 	if runtime.IsInit() {
 		runtime.Init()
 	}
-	done := make(chan int)
-	go func() { done <- m.Run() }()
-	for {
-		select {
-		case fn := <-mainThread:
-			fn()
-		case code := <-done:
-			cgroups.RemoveParents(cgroupParent())
-			testutil.RemoveBuilds()
-			os.Exit(code)
-		}
-	}
-}
-
-// onMainThread runs fn on the process's main thread.
-func onMainThread(fn func()) {
-	done := make(chan struct{})
-	mainThread <- func() { fn(); close(done) }
-	<-done
+	code := m.Run()
+	cgroups.RemoveParents(cgroupParent())
+	testutil.RemoveBuilds()
+	os.Exit(code)
 }
 
 // fixture is a runtime root plus a bundle with a busybox+probe rootfs.
