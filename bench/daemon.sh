@@ -33,7 +33,7 @@ idle_start=$(rss_kb "$berthd_pid")
 import_busybox
 
 echo "== 1. run --rm busybox true"
-rows=(-n "berth run --rm" "bin/berth -H unix://$sock run --rm busybox true"
+rows=(-n "berth run --rm --network none" "bin/berth -H unix://$sock run --rm --network none busybox true"
 	-n "podman run --rm --network none" "podman run --rm --network none localhost/busybox true")
 if dockerd_up; then
 	rows+=(-n "docker run --rm --network none" "$DOCKER run --rm --network none busybox true")
@@ -62,7 +62,7 @@ many() { # ENGINE MODE CMD...: time N starts, in sequence or in parallel
 	printf '%-8s %-10s %6.2f s for %d\n' "$engine" "$mode" "$(echo "$end - $start" | bc)" "$N" | tee -a "$OUT/many.txt"
 }
 for mode in sequential parallel; do
-	many berth "$mode" berth run -d -l "$BENCH_LABEL" busybox sleep 60
+	many berth "$mode" berth run -d --network none -l "$BENCH_LABEL" busybox sleep 60
 	# Shim memory while N containers run.
 	if [ "$mode" = sequential ]; then
 		# berthd's shims with a container under them (not the one kept idle).

@@ -35,6 +35,8 @@ type createFlags struct {
 	cpusetCpus, restart, network, gpus        string
 	pidsLimit                                 int64
 	interactive, tty, rm, privileged, ro      bool
+	publishAll                                bool
+	expose                                    []string
 }
 
 func (f *createFlags) register(cmd *cobra.Command) {
@@ -63,6 +65,8 @@ func (f *createFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.shmSize, "shm-size", "", "size of /dev/shm (e.g. 64m)")
 	fl.StringVar(&f.restart, "restart", "no", "restart policy: no, on-failure[:N], always, unless-stopped")
 	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a port: [IP:][HOSTPORT:]PORT[/PROTO]")
+	fl.BoolVarP(&f.publishAll, "publish-all", "P", false, "publish every exposed port on a free host port")
+	fl.StringArrayVar(&f.expose, "expose", nil, "expose a port (PORT[/PROTO]) without publishing it")
 	fl.StringVar(&f.network, "network", "", "network: bridge, none, host")
 	fl.StringVar(&f.gpus, "gpus", "", `GPUs to pass: "all", a count, or "device=0,1"`)
 	fl.StringArrayVar(&f.devices, "device", nil, "host device HOST[:CONTAINER[:rwm]]")
@@ -95,7 +99,7 @@ func (f *createFlags) configs(args []string) (*container.Config, *container.Host
 		cfg.Labels[k] = v
 	}
 	hc := &container.HostConfig{AutoRemove: f.rm, Binds: f.volumes, NetworkMode: container.NetworkMode(f.network),
-		CapAdd: f.capAdd, CapDrop: f.capDrop, Privileged: f.privileged, ReadonlyRootfs: f.ro}
+		CapAdd: f.capAdd, CapDrop: f.capDrop, Privileged: f.privileged, ReadonlyRootfs: f.ro, PublishAllPorts: f.publishAll}
 	if f.tty && term.IsTerminal(int(os.Stdout.Fd())) {
 		// The size from the first instant; resizes follow it.
 		if w, h, err := term.GetSize(int(os.Stdout.Fd())); err == nil {
@@ -162,8 +166,21 @@ func (f *createFlags) configs(args []string) (*container.Config, *container.Host
 		}
 		hc.DeviceRequests = append(hc.DeviceRequests, req)
 	}
+	for _, e := range f.expose {
+		port, err := network.ParsePort(e)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--expose %s: %w", e, err)
+		}
+		if cfg.ExposedPorts == nil {
+			cfg.ExposedPorts = network.PortSet{}
+		}
+		cfg.ExposedPorts[port] = struct{}{}
+	}
 	if len(f.publish) > 0 {
-		cfg.ExposedPorts, hc.PortBindings = network.PortSet{}, network.PortMap{}
+		if cfg.ExposedPorts == nil {
+			cfg.ExposedPorts = network.PortSet{}
+		}
+		hc.PortBindings = network.PortMap{}
 		for _, p := range f.publish {
 			port, binding, err := parsePublish(p)
 			if err != nil {

@@ -31,6 +31,8 @@ func (f *serveFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.cfg.CgroupParent, "cgroup-parent", "", "cgroup that holds the containers' cgroups (default "+daemon.DefaultCgroupParent+")")
 	fl.StringToStringVar(&f.cfg.LogOpts, "log-opt", nil, "container log rotation: max-size=10m, max-file=3")
 	fl.Var(&ulimitFlag{&f.cfg.DefaultUlimits}, "default-ulimit", "default ulimit for containers: NAME=SOFT[:HARD] (repeatable)")
+	fl.StringVar(&f.cfg.Bridge, "bridge", "", "link name of the default bridge network (default "+daemon.DefaultBridge+")")
+	fl.StringVar(&f.cfg.BIP, "bip", "", "the bridge's address and subnet (default "+daemon.DefaultBIP+")")
 	fl.StringVar(&f.configFile, "config-file", daemon.DefaultConfigFile, "daemon configuration file")
 }
 

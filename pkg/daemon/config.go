@@ -26,6 +26,10 @@ type Config struct {
 	LogOpts map[string]string `json:"log-opts,omitempty"`
 	// DefaultUlimits apply to containers that do not set that limit.
 	DefaultUlimits map[string]*units.Ulimit `json:"default-ulimits,omitempty"`
+	// Bridge names the default bridge network's link; BIP is its
+	// address and subnet, as Docker's "bridge" and "bip".
+	Bridge string `json:"bridge,omitempty"`
+	BIP    string `json:"bip,omitempty"`
 }
 
 // Log rotation unless configured: a shared workstation's disk is not
@@ -66,6 +70,10 @@ const (
 	DefaultGroup        = "berth"
 	DefaultConfigFile   = "/etc/berth/daemon.json"
 	DefaultCgroupParent = "/berth"
+	DefaultBridge       = "berth0"
+	// DefaultBIP is away from Docker's 172.17.0.0/16 and Podman's
+	// 10.88.0.0/16, so berth can run beside them.
+	DefaultBIP = "10.89.0.1/16"
 )
 
 // LoadConfigFile reads a daemon.json (Docker's key names); a missing file
@@ -138,6 +146,18 @@ func (c Config) Merge(other Config) Config {
 	}
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
+	}
+	if c.Bridge == "" {
+		c.Bridge = other.Bridge
+	}
+	if c.Bridge == "" {
+		c.Bridge = DefaultBridge
+	}
+	if c.BIP == "" {
+		c.BIP = other.BIP
+	}
+	if c.BIP == "" {
+		c.BIP = DefaultBIP
 	}
 	return c
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
+	nettypes "github.com/moby/moby/api/types/network"
 	digest "github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
 
@@ -128,10 +129,10 @@ func (c *containers) Create(ctx context.Context, name string, cfg *container.Con
 			hc.Ulimits = append(hc.Ulimits, c.d.cfg.DefaultUlimits[name])
 		}
 	}
-	// Until networking and GPUs exist, say so rather than run without.
-	if len(hc.PortBindings) > 0 {
-		return nil, invalid(errors.New("publishing ports (-p) needs the bridge network, which berth does not have yet"))
+	if (len(hc.PortBindings) > 0 || hc.PublishAllPorts) && !bridged(hc) {
+		return nil, invalid(fmt.Errorf("conflicting options: port publishing and the container type network mode %q", hc.NetworkMode))
 	}
+	// Until GPUs exist, say so rather than run without.
 	if len(hc.DeviceRequests) > 0 {
 		r := hc.DeviceRequests[0]
 		return nil, invalid(fmt.Errorf("could not select device driver %q with capabilities: %v: GPU requests are not supported yet", r.Driver, r.Capabilities))
@@ -188,6 +189,20 @@ func (c *containers) Create(ctx context.Context, name string, cfg *container.Con
 		return nil, err
 	}
 	spec.Linux.CgroupsPath = c.cgroupPath(ctr.ID)
+	if bridged(hc) {
+		// The image's EXPOSE, for -P, as Docker keeps them in the config.
+		for _, p := range rc.ExposedPorts {
+			if port, err := nettypes.ParsePort(p); err == nil {
+				if cfg.ExposedPorts == nil {
+					cfg.ExposedPorts = nettypes.PortSet{}
+				}
+				cfg.ExposedPorts[port] = struct{}{}
+			}
+		}
+		if err := c.bridgeSpec(ctr, spec); err != nil {
+			return nil, err
+		}
+	}
 	b, err := json.MarshalIndent(spec, "", "\t")
 	if err != nil {
 		return nil, err
@@ -542,9 +557,18 @@ func (c *containers) Resize(ctr *Container, height, width uint16) error {
 
 // Start runs a created or exited container through a new shim.
 func (c *containers) Start(ctx context.Context, ctr *Container) error {
+	return c.start(ctx, ctr, false)
+}
+
+// start is Start; a restart (by policy) does nothing to a container the
+// user stopped meanwhile.
+func (c *containers) start(ctx context.Context, ctr *Container, restart bool) error {
 	defer c.lock(ctr.ID)()
 	if cur, err := c.Get(ctr.ID); err == nil {
 		*ctr = *cur
+	}
+	if restart && ctr.ManuallyStopped {
+		return nil
 	}
 	if st := c.State(ctr); st.Status == container.StateRunning {
 		return nil // docker start of a running container is no error
@@ -554,6 +578,12 @@ func (c *containers) Start(ctx context.Context, ctr *Container) error {
 	rootfs, err := c.d.snapshot.Mount(c.d.images.LayerDirs(&image.Image{Layers: c.layers(ctr)}), snap)
 	if err != nil {
 		return err
+	}
+	if bridged(ctr.HostConfig) {
+		if err := c.attach(ctr); err != nil {
+			_ = c.d.snapshot.Unmount(snap)
+			return err
+		}
 	}
 	cfg := shim.Config{ID: ctr.ID, Bundle: filepath.Join(dir, "bundle"), RuntimeRoot: c.rt.Root(),
 		LogPath: c.logPath(ctr.ID), LogMaxSize: c.d.logMaxSize, LogMaxFiles: c.d.logMaxFiles,
@@ -566,6 +596,7 @@ func (c *containers) Start(ctx context.Context, ctr *Container) error {
 	if err != nil {
 		shim.Forget(dir) // not started: still "created", as Docker says
 		_ = c.d.snapshot.Unmount(snap)
+		c.detach(ctr.ID)
 		return invalid(err)
 	}
 	c.pendMu.Lock()
@@ -588,6 +619,7 @@ func (c *containers) Start(ctx context.Context, ctr *Container) error {
 		if watch != nil {
 			watch.Close()
 		}
+		c.detach(ctr.ID)
 		return invalid(err)
 	}
 	if werr != nil {
@@ -621,6 +653,7 @@ func (c *containers) monitor(id string, watch net.Conn) {
 	if st.Status == container.StateDead {
 		st = c.recordLost(ctr, st)
 	}
+	c.detach(id)
 	c.notify(id)
 	if c.d.onExit != nil {
 		c.d.onExit(ctr, st)
@@ -701,10 +734,17 @@ func (c *containers) markStopped(ctr *Container) {
 
 // Stop sends the stop signal, then SIGKILL after timeout.
 func (c *containers) Stop(ctx context.Context, ctr *Container, timeout time.Duration) error {
-	if st := c.State(ctr); st.Status != container.StateRunning {
+	// Marked under the container's lock, so that a restart in progress
+	// either sees the mark or has started the container when Stop looks;
+	// a restart waiting for its delay hears of it and gives up.
+	unlock := c.lock(ctr.ID)
+	c.markStopped(ctr)
+	st := c.State(ctr)
+	unlock()
+	c.notify(ctr.ID)
+	if st.Status != container.StateRunning {
 		return nil
 	}
-	c.markStopped(ctr)
 	sig := syscall.SIGTERM
 	if s, ok := signals[strings.TrimPrefix(strings.ToUpper(ctr.Config.StopSignal), "SIG")]; ok {
 		sig = s
@@ -745,6 +785,7 @@ func (c *containers) Remove(ctx context.Context, ctr *Container, force bool) err
 	if rc, err := c.rt.Load(ctr.ID); err == nil {
 		_ = rc.Delete(ctx, true)
 	}
+	c.detach(ctr.ID)
 	if err := snapshot.Remove(c.d.snapshot, filepath.Join(dir, "snap")); err != nil {
 		return err
 	}
@@ -824,7 +865,7 @@ func (c *containers) maybeRestart(ctr *Container, st ContainerState) {
 		if err := c.save(cur); err != nil {
 			return
 		}
-		if err := c.Start(context.Background(), cur); err != nil {
+		if err := c.start(context.Background(), cur, true); err != nil {
 			slog.Warn("restart", "container", ctr.ID, "err", err)
 		}
 	}()
@@ -842,6 +883,7 @@ func (c *containers) recordLost(ctr *Container, st ContainerState) ContainerStat
 		_ = rc.Delete(context.Background(), true)
 	}
 	_ = c.d.snapshot.Unmount(filepath.Join(c.d.containerDir(ctr.ID), "snap"))
+	c.detach(ctr.ID)
 	return c.State(ctr)
 }
 
@@ -853,6 +895,8 @@ func (c *containers) recover() {
 		slog.Warn("list containers", "err", err)
 		return
 	}
+	running := map[string]bool{}
+	var restart []*Container
 	for _, ctr := range all {
 		st := c.State(ctr)
 		if st.Status == container.StateCreated {
@@ -862,6 +906,7 @@ func (c *containers) recover() {
 			st = c.recordLost(ctr, st)
 		}
 		if st.Status == container.StateRunning {
+			running[ctr.ID] = true
 			watch, err := shim.Watch(c.d.containerDir(ctr.ID))
 			if err != nil {
 				slog.Warn("container's shim is gone: polling its state", "container", ctr.ID, "err", err)
@@ -872,12 +917,20 @@ func (c *containers) recover() {
 		}
 		p := ctr.HostConfig.RestartPolicy.Name
 		if p == container.RestartPolicyAlways || (p == container.RestartPolicyUnlessStopped && !ctr.ManuallyStopped) {
-			go func() {
-				if err := c.Start(context.Background(), ctr); err != nil {
-					slog.Warn("restart at daemon start", "container", ctr.ID, "err", err)
-				}
-			}()
+			restart = append(restart, ctr)
 		}
+	}
+	// What containers that stopped while berthd was away left on the
+	// network goes, before those that restart attach anew.
+	if err := c.d.net.Reconcile(func(id string) bool { return running[id] }); err != nil {
+		slog.Warn("reconcile the bridge network", "err", err)
+	}
+	for _, ctr := range restart {
+		go func() {
+			if err := c.Start(context.Background(), ctr); err != nil {
+				slog.Warn("restart at daemon start", "container", ctr.ID, "err", err)
+			}
+		}()
 	}
 }
 

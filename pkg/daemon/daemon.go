@@ -28,6 +28,7 @@ import (
 	"github.com/berth-containers/berth/pkg/image"
 	"github.com/berth-containers/berth/pkg/image/registry"
 	"github.com/berth-containers/berth/pkg/image/snapshot"
+	"github.com/berth-containers/berth/pkg/network"
 	"github.com/berth-containers/berth/pkg/shim"
 )
 
@@ -40,6 +41,7 @@ type Daemon struct {
 	registry *registry.Client
 	snapshot snapshot.Driver
 	ctrs     *containers
+	net      *network.Manager
 	builds   *builds
 	execs    execs
 	// log rotation of containers' logs
@@ -81,6 +83,11 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	d.registry = registry.New(d.images)
 	d.registry.Insecure = cfg.InsecureRegistries
+	if d.net, err = network.New(network.Config{Bridge: cfg.Bridge, Gateway: cfg.BIP,
+		StateDir: filepath.Join(cfg.Root, "netns"), DB: d.db}); err != nil {
+		d.Close()
+		return nil, err
+	}
 	if d.ctrs, err = newContainers(d); err != nil {
 		d.Close()
 		return nil, err
@@ -97,6 +104,12 @@ func New(cfg Config) (*Daemon, error) {
 // the lock.
 func (d *Daemon) Close() {
 	d.closing.Store(true)
+	if d.net != nil {
+		// The bridge and its rules go with the last container on it.
+		if err := d.net.Shutdown(); err != nil {
+			slog.Warn("remove the bridge network", "err", err)
+		}
+	}
 	if d.images != nil {
 		if err := d.images.Close(); err != nil {
 			slog.Warn("flush image data at shutdown", "err", err)
@@ -128,7 +141,12 @@ func (d *Daemon) ImageInUse(id digest.Digest) bool { return d.ctrs.imageInUse(id
 func (d *Daemon) Serve(ctx context.Context, h http.Handler) error {
 	trim := newIdleTrim(idleTrimAfter)
 	go trim.run(ctx)
-	srv := &http.Server{Handler: trim.track(h), ReadHeaderTimeout: 30 * time.Second}
+	// Requests in flight end with the daemon: a build's RUN container is
+	// killed and its mounts go, rather than outlive berthd.
+	base, cancelRequests := context.WithCancel(context.Background())
+	defer cancelRequests()
+	srv := &http.Server{Handler: trim.track(h), ReadHeaderTimeout: 30 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return base }}
 	var listeners []net.Listener
 	for _, h := range d.cfg.Hosts {
 		l, err := d.listen(h)
@@ -152,6 +170,7 @@ func (d *Daemon) Serve(ctx context.Context, h http.Handler) error {
 			return err
 		}
 	}
+	cancelRequests()
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return srv.Shutdown(shutdown)

@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,9 +21,11 @@ import (
 	"github.com/docker/go-units"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/events"
+	nettypes "github.com/moby/moby/api/types/network"
 
 	"github.com/berth-containers/berth/pkg/daemon"
 	"github.com/berth-containers/berth/pkg/logs"
+	"github.com/berth-containers/berth/pkg/network"
 	"github.com/berth-containers/berth/pkg/shim"
 )
 
@@ -43,6 +46,8 @@ type ContainerBackend interface {
 	ContainerRename(ctr *daemon.Container, name string) error
 	// ContainerSizeRw is the size of the container's writable layer.
 	ContainerSizeRw(ctr *daemon.Container) int64
+	// ContainerEndpoint is a running container's place on the bridge.
+	ContainerEndpoint(ctr *daemon.Container) (*network.Endpoint, bool)
 }
 
 func (s *Server) createContainer(ctx context.Context, w http.ResponseWriter, r *http.Request, _ map[string]string) error {
@@ -479,7 +484,12 @@ func (s *Server) listContainers(_ context.Context, w http.ResponseWriter, r *htt
 		if !f.match(ctr, st) {
 			continue
 		}
-		out = append(out, containerSummary(ctr, st))
+		sum := containerSummary(ctr, st)
+		if ep, ok := s.b.ContainerEndpoint(ctr); ok {
+			sum.Ports = portSummaries(ep)
+			sum.NetworkSettings = &container.NetworkSettingsSummary{Networks: map[string]*nettypes.EndpointSettings{"bridge": endpointSettings(ep)}}
+		}
+		out = append(out, sum)
 	}
 	return writeJSON(w, http.StatusOK, out)
 }
@@ -554,7 +564,47 @@ func (s *Server) inspectContainer(_ context.Context, w http.ResponseWriter, _ *h
 	resp := container.InspectResponse{ID: ctr.ID, Created: ctr.Created.Format(time.RFC3339Nano), Path: ctr.Path, Args: ctr.Args,
 		State: state, Image: ctr.ImageID.String(), Name: "/" + ctr.Name, Driver: s.b.StorageDriver(), Platform: "linux",
 		LogPath: s.b.ContainerLog(ctr), RestartCount: ctr.RestartCount, Config: ctr.Config, HostConfig: ctr.HostConfig, Mounts: []container.MountPoint{}}
+	resp.NetworkSettings = &container.NetworkSettings{Ports: nettypes.PortMap{}, Networks: map[string]*nettypes.EndpointSettings{}}
+	if ep, ok := s.b.ContainerEndpoint(ctr); ok {
+		resp.NetworkSettings.Networks["bridge"] = endpointSettings(ep)
+		for _, p := range ep.Ports {
+			port, err := nettypes.ParsePort(fmt.Sprintf("%d/%s", p.ContainerPort, p.Proto))
+			if err != nil {
+				continue
+			}
+			hostIP, _ := netip.ParseAddr(p.HostIP)
+			if p.HostIP == "" {
+				hostIP = netip.IPv4Unspecified()
+			}
+			resp.NetworkSettings.Ports[port] = append(resp.NetworkSettings.Ports[port], nettypes.PortBinding{HostIP: hostIP, HostPort: strconv.Itoa(p.HostPort)})
+		}
+	}
 	return writeJSON(w, http.StatusOK, resp)
+}
+
+// endpointSettings is a container's endpoint as Docker describes it.
+func endpointSettings(ep *network.Endpoint) *nettypes.EndpointSettings {
+	es := &nettypes.EndpointSettings{NetworkID: "bridge", EndpointID: ep.ID, IPPrefixLen: ep.Prefix}
+	es.IPAddress, _ = netip.ParseAddr(ep.IP)
+	es.Gateway, _ = netip.ParseAddr(ep.Gateway)
+	if mac, err := net.ParseMAC(ep.MAC); err == nil {
+		es.MacAddress = nettypes.HardwareAddr(mac)
+	}
+	return es
+}
+
+// portSummaries are ps's PORTS.
+func portSummaries(ep *network.Endpoint) []container.PortSummary {
+	out := []container.PortSummary{}
+	for _, p := range ep.Ports {
+		ps := container.PortSummary{PrivatePort: uint16(p.ContainerPort), PublicPort: uint16(p.HostPort), Type: p.Proto}
+		ps.IP, _ = netip.ParseAddr(p.HostIP)
+		if p.HostIP == "" {
+			ps.IP = netip.IPv4Unspecified()
+		}
+		out = append(out, ps)
+	}
+	return out
 }
 
 func timeOrZero(t time.Time) string {
