@@ -384,7 +384,14 @@ func TestBuildInterrupted(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "the RUN step's container runs", func() bool { return len(running()) == 1 })
+		eventually(t, "the RUN step's container runs", func() bool {
+			ids := running()
+			if len(ids) != 1 {
+				return false
+			}
+			_, err := os.Stat(filepath.Join(d.root, "builds", "runtime", ids[0], "state.json"))
+			return err == nil
+		})
 		return cmd
 	}
 	client := startBuild()

@@ -361,7 +361,8 @@ func TestContainerBadRequests(t *testing.T) {
 		{"POST", "/containers/create", `{"Image": "nosuch/image"}`, 404, "nosuch/image"},
 		{"DELETE", "/containers/busy", "", 409, "container is running"},
 		{"POST", "/containers/busy/kill?signal=NOPE", "", 400, "invalid signal"},
-		{"POST", "/containers/create", `{"Image": "busybox", "Cmd": ["true"], "HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}}`, 400, "publishing ports"},
+		{"POST", "/containers/create", `{"Image": "busybox", "Cmd": ["true"], "HostConfig": {"NetworkMode": "host", "PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}}`, 400, "conflicting options: port publishing"},
+		{"POST", "/containers/create", `{"Image": "busybox", "Cmd": ["true"], "HostConfig": {"NetworkMode": "nosuch"}}`, 400, `network mode "nosuch" is not supported`},
 		{"POST", "/containers/create", `{"Image": "busybox", "Cmd": ["true"], "HostConfig": {"DeviceRequests": [{"Count": -1, "Capabilities": [["gpu"]]}]}}`, 400, "could not select device driver"},
 		{"POST", "/containers/busy/wait?condition=never", "", 400, "invalid condition"},
 	} {

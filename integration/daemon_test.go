@@ -3,12 +3,14 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +22,7 @@ import (
 type testDaemon struct {
 	root, sock   string
 	cgroupParent string
+	bridge, bip  string // its own bridge network
 	args         []string
 	cmd          *exec.Cmd
 	log          *os.File
@@ -35,8 +38,12 @@ func startDaemonWith(t *testing.T, extra ...string) *testDaemon {
 	dir := t.TempDir()
 	id := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
 	d := &testDaemon{root: filepath.Join(dir, "root"), sock: filepath.Join(dir, "berth.sock"), cgroupParent: "/berth-itest-" + id}
+	// A bridge and a /24 of its own, apart from other test processes' too.
+	n := daemonCount.Add(1)
+	d.bridge = fmt.Sprintf("brt%04x%02x", os.Getpid()&0xffff, n&0xff)
+	d.bip = fmt.Sprintf("10.%d.%d.1/24", 200+os.Getpid()%50, n&0xff)
 	d.args = []string{"--root", d.root, "-H", "unix://" + d.sock, "--config-file", os.DevNull, "--log-level", "debug",
-		"--cgroup-parent", d.cgroupParent}
+		"--cgroup-parent", d.cgroupParent, "--bridge", d.bridge, "--bip", d.bip}
 	d.args = append(d.args, extra...)
 	var err error
 	if d.log, err = os.Create(filepath.Join(dir, "berthd.log")); err != nil {
@@ -52,8 +59,30 @@ func startDaemonWith(t *testing.T, extra ...string) *testDaemon {
 			t.Logf("berthd log:\n%s", b)
 		}
 		checkNoLeaks(t, d.root, d.cgroupParent)
+		checkNoNetworkLeaks(t, d.bridge)
 	})
 	return d
+}
+
+var daemonCount atomic.Int32
+
+// checkNoNetworkLeaks fails the test for a bridge, veth or iptables rule of
+// the daemon's bridge network left behind.
+func checkNoNetworkLeaks(t *testing.T, bridge string) {
+	t.Helper()
+	if out, err := exec.Command("ip", "-br", "link", "show", bridge).CombinedOutput(); err == nil {
+		t.Errorf("bridge %s left: %s", bridge, out)
+		if links, _ := exec.Command("ip", "-br", "link", "show", "master", bridge).CombinedOutput(); len(links) > 0 {
+			t.Errorf("veths left on %s:\n%s", bridge, links)
+		}
+		_ = exec.Command("ip", "link", "del", bridge).Run()
+	}
+	for _, table := range []string{"filter", "nat"} {
+		out, _ := exec.Command("iptables", "-t", table, "-S").CombinedOutput()
+		if left := grepLines(string(out), "berth:"+bridge); left != "" {
+			t.Errorf("iptables %s rules left:\n%s", table, left)
+		}
+	}
 }
 
 // start runs berthd and waits until it listens.

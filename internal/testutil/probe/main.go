@@ -6,6 +6,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"sort"
@@ -29,6 +30,7 @@ func main() {
 			fmt.Println(h)
 		},
 		"procs":    procs,
+		"udp-echo": udpEcho,
 		"mounts":   mounts,
 		"status":   status,
 		"alloc":    alloc,
@@ -188,4 +190,24 @@ func fds([]string) {
 		out = append(out, e.Name()+"="+t)
 	}
 	fmt.Println(strings.Join(out, " "))
+}
+
+// udpEcho answers each datagram on the UDP port args[0] with "echo: "
+// and the datagram, until killed.
+func udpEcho(args []string) {
+	c, err := net.ListenPacket("udp4", ":"+args[0])
+	if err != nil {
+		report(err)
+		return
+	}
+	fmt.Println("listening")
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			report(err)
+			return
+		}
+		_, _ = c.WriteTo(append([]byte("echo: "), buf[:n]...), from)
+	}
 }
