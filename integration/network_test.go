@@ -244,3 +244,42 @@ func TestNetworkCyclesAndDaemonKill(t *testing.T) {
 		return d.links(t) == "" && d.rules() == "" && len(ns) == 0
 	})
 }
+
+// TestUserNetworks: on a network a user made, containers find each other
+// by name; the docker CLI creates, lists, inspects and removes networks;
+// a network with containers on it is not removed.
+func TestUserNetworks(t *testing.T) {
+	t.Parallel()
+	d := withBusybox(t)
+	testutil.Require(t, "iptables")
+	subnet := fmt.Sprintf("10.%d.%d.0/24", 150+os.Getpid()%50, daemonCount.Add(1)&0xff)
+	d.dockerOK(t, "network", "create", "--subnet", subnet, "appnet")
+	t.Cleanup(func() { _, _ = d.docker(t, "", "network", "rm", "appnet") })
+	if out := d.dockerOK(t, "network", "ls", "--format", "{{.Name}} {{.Driver}}"); !strings.Contains(out, "appnet bridge") ||
+		!strings.Contains(out, "bridge bridge") || !strings.Contains(out, "host host") || !strings.Contains(out, "none null") {
+		t.Errorf("docker network ls:\n%s", out)
+	}
+	if out, err := d.docker(t, "", "network", "create", "appnet"); err == nil || !strings.Contains(out, "already exists") {
+		t.Errorf("a second appnet: %v %s", err, out)
+	}
+	d.berthOK(t, "run", "-d", "--name", "db", "--network", "appnet", "busybox", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
+	out := d.berthOK(t, "run", "--rm", "--network", "appnet", "busybox", "sh", "-c", "busybox wget -qO- http://db/hostname")
+	id := strings.TrimSpace(d.berthOK(t, "inspect", "-f", "{{.Config.Hostname}}", "db"))
+	if strings.TrimSpace(out) != id {
+		t.Errorf("db by name from another container: %q, want %q", out, id)
+	}
+	if got := d.dockerOK(t, "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}}{{end}} {{len .Containers}}", "appnet"); strings.TrimSpace(got) != subnet+" 1" {
+		t.Errorf("docker network inspect: %q", got)
+	}
+	if out, err := d.docker(t, "", "network", "rm", "appnet"); err == nil || !strings.Contains(out, "active endpoints") {
+		t.Errorf("removing a network in use: %v %s", err, out)
+	}
+	if out, err := d.berth(t, "", "run", "--rm", "--network", "nonet", "busybox", "true"); err == nil || !strings.Contains(out, "network nonet not found") {
+		t.Errorf("an unknown network: %v %s", err, out)
+	}
+	d.berthOK(t, "rm", "-f", "db")
+	d.dockerOK(t, "network", "rm", "appnet")
+	if out, err := exec.Command("iptables", "-t", "nat", "-S").CombinedOutput(); err == nil && strings.Contains(string(out), subnet) {
+		t.Errorf("rules of the removed network left:\n%s", grepLines(string(out), subnet))
+	}
+}

@@ -48,7 +48,7 @@ func main() {
 	}
 	root.PersistentFlags().StringVarP(&c.host, "host", "H", host, "berthd's address (or BERTH_HOST)")
 	root.AddCommand(c.versionCmd(), c.infoCmd(), c.loginCmd(), c.logoutCmd(), c.imageCmd(), c.systemCmd())
-	root.AddCommand(c.containerCmd(), c.psCmd(), c.buildCmd(), c.builderCmd())
+	root.AddCommand(c.containerCmd(), c.psCmd(), c.buildCmd(), c.builderCmd(), c.networkCmd())
 	root.AddCommand(c.containerCommands()...)
 	root.AddCommand(c.imageCommands()...) // docker's top-level aliases: images, pull, push, rmi...
 	if err := root.Execute(); err != nil {

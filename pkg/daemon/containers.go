@@ -129,6 +129,11 @@ func (c *containers) Create(ctx context.Context, name string, cfg *container.Con
 			hc.Ulimits = append(hc.Ulimits, c.d.cfg.DefaultUlimits[name])
 		}
 	}
+	if bridged(hc) {
+		if _, err := c.d.net.Network(networkOf(hc)); err != nil {
+			return nil, err
+		}
+	}
 	if (len(hc.PortBindings) > 0 || hc.PublishAllPorts) && !bridged(hc) {
 		return nil, invalid(fmt.Errorf("conflicting options: port publishing and the container type network mode %q", hc.NetworkMode))
 	}

@@ -18,14 +18,22 @@ import (
 	"github.com/berth-containers/berth/pkg/network"
 )
 
-// bridged reports whether a container is on the default bridge network:
-// Docker's default mode, "default" or "bridge".
+// bridged reports whether a container is on a bridge network: the
+// default one (Docker's default mode, "default" or "bridge") or one a
+// user made, named by its mode.
 func bridged(hc *container.HostConfig) bool {
-	switch hc.NetworkMode {
-	case "", "default", "bridge":
-		return true
+	m := string(hc.NetworkMode)
+	return m != "none" && m != "host" && !strings.HasPrefix(m, "container:")
+}
+
+// networkOf is the name of a bridged container's network.
+func networkOf(hc *container.HostConfig) string {
+	switch m := string(hc.NetworkMode); m {
+	case "", "default", network.DefaultNetwork:
+		return network.DefaultNetwork
+	default:
+		return m
 	}
-	return false
 }
 
 // The files a bridged container gets in /etc, in its directory.
@@ -56,12 +64,14 @@ func (c *containers) bridgeSpec(ctr *Container, spec *specs.Spec) error {
 	return nil
 }
 
+const hostsHeader = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" +
+	"fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
+
 // writeHosts writes the container's /etc/hosts: localhost, and its own
 // name on its address.
 func writeHosts(dir, hostname, ip string) error {
 	var b bytes.Buffer
-	b.WriteString("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
-	b.WriteString("fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
+	b.WriteString(hostsHeader)
 	if ip != "" {
 		fmt.Fprintf(&b, "%s\t%s\n", ip, hostname)
 	}
@@ -100,7 +110,7 @@ func (c *containers) attach(ctr *Container) error {
 	if err != nil {
 		return invalid(err)
 	}
-	ep, err := c.d.net.Attach(ctr.ID, ports)
+	ep, err := c.d.net.Attach(ctr.ID, networkOf(ctr.HostConfig), ports)
 	if err != nil {
 		return err
 	}
@@ -108,13 +118,55 @@ func (c *containers) attach(ctr *Container) error {
 		c.detach(ctr.ID)
 		return err
 	}
+	c.refreshHosts(ep.Network)
 	return nil
 }
 
 // detach undoes attach; a container that is not attached is no error.
 func (c *containers) detach(id string) {
+	ep, attached := c.d.net.Endpoint(id)
 	if err := c.d.net.Detach(id); err != nil {
-		slog.Warn("detach container from the bridge", "container", id, "err", err)
+		slog.Warn("detach container from the network", "container", id, "err", err)
+	}
+	if attached {
+		c.refreshHosts(ep.Network)
+	}
+}
+
+// refreshHosts rewrites the /etc/hosts of every container on a user's
+// network so that each finds the others by name, as Docker's embedded DNS
+// answers them. The files are rewritten in place: containers see them
+// through a bind mount of the same inode. The default network, as
+// Docker's, resolves no names.
+func (c *containers) refreshHosts(netName string) {
+	if netName == network.DefaultNetwork {
+		return
+	}
+	type member struct{ id, ip, names string }
+	var members []member
+	for _, ep := range c.d.net.Endpoints(netName) {
+		ctr, err := c.Get(ep.ID)
+		if err != nil {
+			continue
+		}
+		names := ctr.Name
+		if h := ctr.Config.Hostname; h != "" && h != ctr.Name {
+			names += " " + h
+		}
+		if h := ctr.ID[:12]; h != ctr.Config.Hostname {
+			names += " " + h
+		}
+		members = append(members, member{id: ep.ID, ip: ep.IP, names: names})
+	}
+	for _, m := range members {
+		var b bytes.Buffer
+		b.WriteString(hostsHeader)
+		for _, other := range members {
+			fmt.Fprintf(&b, "%s\t%s\n", other.ip, other.names)
+		}
+		if err := os.WriteFile(filepath.Join(c.d.containerDir(m.id), "hosts"), b.Bytes(), 0o644); err != nil {
+			slog.Warn("write /etc/hosts", "container", m.id, "err", err)
+		}
 	}
 }
 
@@ -160,3 +212,20 @@ func publishedPorts(ctr *Container) ([]network.Port, error) {
 func (d *Daemon) ContainerEndpoint(ctr *Container) (*network.Endpoint, bool) {
 	return d.net.Endpoint(ctr.ID)
 }
+
+// Networks are the bridge networks: the default one and the user's.
+func (d *Daemon) Networks() []*network.Network { return d.net.Networks() }
+
+// Network finds a bridge network by name or ID.
+func (d *Daemon) Network(ref string) (*network.Network, error) { return d.net.Network(ref) }
+
+// NetworkCreate makes a user's bridge network.
+func (d *Daemon) NetworkCreate(name, subnet string, labels map[string]string) (*network.Network, error) {
+	return d.net.CreateNetwork(name, subnet, labels)
+}
+
+// NetworkRemove removes a user's network that no container is on.
+func (d *Daemon) NetworkRemove(ref string) error { return d.net.RemoveNetwork(ref) }
+
+// NetworkEndpoints are the running containers' endpoints on a network.
+func (d *Daemon) NetworkEndpoints(name string) []*network.Endpoint { return d.net.Endpoints(name) }

@@ -95,11 +95,13 @@ func applyNamespaces(s *specs.Spec, hc *container.HostConfig) error {
 		if h, err := os.Hostname(); err == nil {
 			s.Hostname = h
 		}
-	case "", "default", "bridge":
-		// Bridge networking arrives with the networking work; until then a
-		// container has its own, empty network namespace, as with none.
 	default:
-		return invalid(fmt.Errorf("network mode %q is not supported", mode))
+		if strings.HasPrefix(mode, "container:") {
+			return invalid(fmt.Errorf("network mode %q is not supported", mode))
+		}
+		// A bridge network (the default or a user's, by name): a network
+		// namespace of its own, which the daemon points at the one it
+		// wires at each start. Built alone (a build's RUN), it stays empty.
 	}
 	if hc.PidMode == "host" {
 		s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(ns specs.LinuxNamespace) bool {

@@ -1,19 +1,22 @@
 package network
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/coreos/go-iptables/iptables"
@@ -21,17 +24,41 @@ import (
 	"github.com/vishvananda/netns"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
-
-	"github.com/berth-containers/berth/internal/osthread"
 )
 
-// Config is the default bridge network.
+// Config is the default bridge network and where state goes.
 type Config struct {
-	Bridge   string // link name (at most 15 bytes)
-	Gateway  string // the bridge's address with the subnet's prefix: "10.89.0.1/16"
+	Bridge   string // link name of the default network (at most 15 bytes)
+	Gateway  string // its address with the subnet's prefix: "10.89.0.1/16"
 	StateDir string // where network namespaces are pinned, one file per container
 	DB       *bolt.DB
 }
+
+// DefaultNetwork is the name of the default bridge network, as Docker's.
+const DefaultNetwork = "bridge"
+
+// Network is a bridge network: the default one, or one a user made.
+type Network struct {
+	Name    string            `json:"name"`
+	ID      string            `json:"id"`
+	Bridge  string            `json:"bridge"`
+	Gateway string            `json:"gateway"` // "10.90.0.1/24"
+	Created time.Time         `json:"created"`
+	Labels  map[string]string `json:"labels,omitempty"`
+}
+
+func (n *Network) prefix() netip.Prefix {
+	p, _ := netip.ParsePrefix(n.Gateway)
+	return p
+}
+
+func (n *Network) gateway() netip.Addr { return n.prefix().Addr() }
+
+// Subnet is the network's subnet: "10.90.0.0/24".
+func (n *Network) Subnet() string { return n.prefix().Masked().String() }
+
+// GatewayIP is the bridge's address: "10.90.0.1".
+func (n *Network) GatewayIP() string { return n.gateway().String() }
 
 // Port is a published port.
 type Port struct {
@@ -49,9 +76,11 @@ func (p Port) String() string {
 	return fmt.Sprintf("%s:%d->%d/%s", ip, p.HostPort, p.ContainerPort, p.Proto)
 }
 
-// Endpoint is a container's place on the bridge.
+// Endpoint is a container's place on a network.
 type Endpoint struct {
 	ID       string `json:"id"`
+	Network  string `json:"network"`
+	Bridge   string `json:"bridge"`
 	IP       string `json:"ip"`
 	Prefix   int    `json:"prefix"`
 	Gateway  string `json:"gateway"`
@@ -60,22 +89,24 @@ type Endpoint struct {
 	Ports    []Port `json:"ports,omitempty"`
 }
 
-// Manager wires containers into the bridge.
+// Manager wires containers into bridge networks.
 type Manager struct {
-	cfg    Config
-	subnet netip.Prefix
-	gw     netip.Addr
-	ipt    *iptables.IPTables
-	mu     sync.Mutex // one change of the network at a time
-	// ready: the bridge, its address, sysctls and rules were set up by
-	// this daemon; later Attaches only check the link is still there.
-	ready bool
+	cfg Config
+	def *Network
+	ipt *iptables.IPTables
+	mu  sync.Mutex // one change of the networks at a time
+	// ready: bridges set up (link, address, sysctls, rules) by this
+	// daemon; later Attaches only check that the link is still there.
+	ready map[string]bool
 }
 
-var endpointsBucket = []byte("endpoints") // container ID -> Endpoint (JSON)
+var (
+	endpointsBucket = []byte("endpoints") // container ID -> Endpoint (JSON)
+	networksBucket  = []byte("networks")  // name -> Network (JSON), the user's
+)
 
-// New checks the configuration; nothing is created on the host until the
-// first Attach.
+// New checks the configuration; nothing is made on the host until a
+// container attaches.
 func New(cfg Config) (*Manager, error) {
 	gw, err := netip.ParsePrefix(cfg.Gateway)
 	if err != nil || !gw.Addr().Is4() || gw.Bits() > 30 || gw.Bits() < 8 {
@@ -88,57 +119,55 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	err = cfg.DB.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(endpointsBucket)
-		return err
+		for _, b := range [][]byte{endpointsBucket, networksBucket} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &Manager{cfg: cfg, subnet: gw.Masked(), gw: gw.Addr()}, nil
+	def := &Network{Name: DefaultNetwork, ID: fmt.Sprintf("%x", sha256sum(DefaultNetwork+" "+cfg.Bridge)), Bridge: cfg.Bridge, Gateway: cfg.Gateway}
+	return &Manager{cfg: cfg, def: def, ready: map[string]bool{}}, nil
 }
 
 // NetnsPath is where a container's network namespace is pinned.
 func (m *Manager) NetnsPath(id string) string { return filepath.Join(m.cfg.StateDir, id) }
 
-func (m *Manager) iptables() (*iptables.IPTables, error) {
-	if m.ipt != nil {
-		return m.ipt, nil
-	}
-	ipt, err := iptables.New()
-	if err != nil {
-		return nil, fmt.Errorf("the bridge network needs iptables (apt-get install iptables): %w", err)
-	}
-	m.ipt = ipt
-	return ipt, nil
-}
-
-// Attach gives container id its network: a namespace at NetnsPath(id), a
-// veth pair into the bridge with a free address, a default route, and the
-// ports published. On error nothing of it is left.
-func (m *Manager) Attach(id string, ports []Port) (_ *Endpoint, err error) {
+// Attach gives container id its network on the network named netName: a
+// namespace at NetnsPath(id), a veth pair into the bridge with a free
+// address, a default route, and the ports published. On error nothing of
+// it is left.
+func (m *Manager) Attach(id, netName string, ports []Port) (_ *Endpoint, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	n, err := m.network(netName)
+	if err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			_ = m.detach(id)
 		}
 	}()
-	if err := m.ensureBridge(); err != nil {
+	if err := m.ensureBridge(n); err != nil {
 		return nil, err
 	}
-	ep := &Endpoint{ID: id, Prefix: m.subnet.Bits(), Gateway: m.gw.String(), HostVeth: "veth" + id[:10]}
+	ep := &Endpoint{ID: id, Network: n.Name, Bridge: n.Bridge, Prefix: n.prefix().Bits(), Gateway: n.GatewayIP(), HostVeth: "veth" + id[:10]}
 	if ep.Ports, err = m.checkPorts(id, ports); err != nil {
 		return nil, err
 	}
 	// Recorded first: an address is taken, and a crash from here on is
 	// undone at the next start.
-	if err := m.allocate(ep); err != nil {
+	if err := m.allocate(n, ep); err != nil {
 		return nil, err
 	}
 	if err := newNetns(m.NetnsPath(id)); err != nil {
 		return nil, fmt.Errorf("make network namespace: %w", err)
 	}
-	if ep.MAC, err = m.wire(ep); err != nil {
+	if ep.MAC, err = m.wire(n, ep); err != nil {
 		return nil, err
 	}
 	for _, p := range ep.Ports {
@@ -190,12 +219,13 @@ func (m *Manager) Endpoint(id string) (*Endpoint, bool) {
 	return ep, ep != nil
 }
 
-func (m *Manager) endpoints() []*Endpoint {
+// Endpoints are the endpoints on network netName ("" for all).
+func (m *Manager) Endpoints(netName string) []*Endpoint {
 	var out []*Endpoint
 	_ = m.cfg.DB.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(endpointsBucket).ForEach(func(_, v []byte) error {
 			var ep Endpoint
-			if json.Unmarshal(v, &ep) == nil {
+			if json.Unmarshal(v, &ep) == nil && (netName == "" || ep.Network == netName) {
 				out = append(out, &ep)
 			}
 			return nil
@@ -214,22 +244,24 @@ func (m *Manager) save(ep *Endpoint) error {
 	})
 }
 
-// allocate records ep with the first free address after the gateway.
-func (m *Manager) allocate(ep *Endpoint) error {
+// allocate records ep with the first free address of network n after its
+// gateway.
+func (m *Manager) allocate(n *Network, ep *Endpoint) error {
 	return m.cfg.DB.Update(func(tx *bolt.Tx) error {
-		used := map[netip.Addr]bool{m.gw: true}
+		used := map[netip.Addr]bool{n.gateway(): true}
 		b := tx.Bucket(endpointsBucket)
 		_ = b.ForEach(func(_, v []byte) error {
 			var other Endpoint
-			if json.Unmarshal(v, &other) == nil {
+			if json.Unmarshal(v, &other) == nil && other.Network == n.Name {
 				if a, err := netip.ParseAddr(other.IP); err == nil {
 					used[a] = true
 				}
 			}
 			return nil
 		})
-		last := broadcast(m.subnet)
-		for a := m.subnet.Addr().Next(); a.IsValid() && a.Less(last); a = a.Next() {
+		subnet := n.prefix().Masked()
+		last := broadcast(subnet)
+		for a := subnet.Addr().Next(); a.IsValid() && a.Less(last); a = a.Next() {
 			if !used[a] {
 				ep.IP = a.String()
 				data, err := json.Marshal(ep)
@@ -239,7 +271,7 @@ func (m *Manager) allocate(ep *Endpoint) error {
 				return b.Put([]byte(ep.ID), data)
 			}
 		}
-		return fmt.Errorf("no free address left in %s: %w", m.subnet, errdefs.ErrUnavailable)
+		return fmt.Errorf("no free address left in network %s (%s): %w", n.Name, subnet, errdefs.ErrUnavailable)
 	})
 }
 
@@ -254,7 +286,7 @@ func broadcast(p netip.Prefix) netip.Addr {
 // refuses a host port another container or a host process holds.
 func (m *Manager) checkPorts(id string, ports []Port) ([]Port, error) {
 	taken := map[string]bool{}
-	for _, ep := range m.endpoints() {
+	for _, ep := range m.Endpoints("") {
 		if ep.ID == id {
 			continue
 		}
@@ -307,30 +339,31 @@ func holdPort(p Port) (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// ensureBridge makes the bridge with the gateway address, forwarding, and
-// the bridge's NAT and forward rules, where missing.
-func (m *Manager) ensureBridge() error {
-	if m.ready {
-		if _, err := netlink.LinkByName(m.cfg.Bridge); err == nil {
+// ensureBridge makes network n's bridge with the gateway address,
+// forwarding, and the bridge's NAT and forward rules, where missing.
+func (m *Manager) ensureBridge(n *Network) error {
+	if m.ready[n.Bridge] {
+		if _, err := netlink.LinkByName(n.Bridge); err == nil {
 			return nil
 		}
-		m.ready = false // removed behind berthd's back: set it up again
+		delete(m.ready, n.Bridge) // removed behind berthd's back: set it up again
 	}
-	br, err := netlink.LinkByName(m.cfg.Bridge)
+	br, err := netlink.LinkByName(n.Bridge)
 	if err != nil {
 		if !errors.As(err, &netlink.LinkNotFoundError{}) {
-			return fmt.Errorf("bridge %s: %w", m.cfg.Bridge, err)
+			return fmt.Errorf("bridge %s: %w", n.Bridge, err)
 		}
-		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: m.cfg.Bridge}}); err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("make bridge %s: %w", m.cfg.Bridge, err)
+		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.Bridge}}); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("make bridge %s: %w", n.Bridge, err)
 		}
-		if br, err = netlink.LinkByName(m.cfg.Bridge); err != nil {
+		if br, err = netlink.LinkByName(n.Bridge); err != nil {
 			return err
 		}
 	}
-	gw := &netlink.Addr{IPNet: &net.IPNet{IP: m.gw.AsSlice(), Mask: net.CIDRMask(m.subnet.Bits(), 32)}}
+	p := n.prefix()
+	gw := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}}
 	if err := netlink.AddrAdd(br, gw); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("address %s on %s: %w", m.cfg.Gateway, m.cfg.Bridge, err)
+		return fmt.Errorf("address %s on %s: %w", n.Gateway, n.Bridge, err)
 	}
 	if err := netlink.LinkSetUp(br); err != nil {
 		return err
@@ -338,93 +371,33 @@ func (m *Manager) ensureBridge() error {
 	// Forwarding, and 127.0.0.1 as a source on the bridge, for ports
 	// published on the host's loopback.
 	for p, v := range map[string]string{
-		"/proc/sys/net/ipv4/ip_forward":                               "1",
-		"/proc/sys/net/ipv4/conf/" + m.cfg.Bridge + "/route_localnet": "1",
+		"/proc/sys/net/ipv4/ip_forward":                           "1",
+		"/proc/sys/net/ipv4/conf/" + n.Bridge + "/route_localnet": "1",
 	} {
 		if err := os.WriteFile(p, []byte(v), 0o644); err != nil {
 			return fmt.Errorf("set %s: %w", p, err)
 		}
 	}
-	for _, r := range m.bridgeRules() {
+	for _, r := range bridgeRules(n) {
 		if err := m.ensureRule(r); err != nil {
 			return err
 		}
 	}
-	m.ready = true
+	m.ready[n.Bridge] = true
 	return nil
 }
 
-// rule is an iptables rule: table, chain, and spec (without the comment,
-// added by ensureRule and deleteRule).
-type rule struct {
-	table, chain string
-	insert       bool // at the top of the chain, ahead of a DROP policy's rules
-	spec         []string
-	comment      string
-}
-
-func (m *Manager) bridgeRules() []rule {
-	br, subnet, c := m.cfg.Bridge, m.subnet.String(), "berth:"+m.cfg.Bridge
-	return []rule{
-		{table: "nat", chain: "POSTROUTING", spec: []string{"-s", subnet, "!", "-o", br, "-j", "MASQUERADE"}, comment: c},
-		{table: "nat", chain: "POSTROUTING", spec: []string{"-o", br, "-m", "addrtype", "--src-type", "LOCAL", "-j", "MASQUERADE"}, comment: c},
-		{table: "filter", chain: "FORWARD", insert: true, spec: []string{"-i", br, "-j", "ACCEPT"}, comment: c},
-		{table: "filter", chain: "FORWARD", insert: true, spec: []string{"-o", br, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"}, comment: c},
-	}
-}
-
-// portRules adds (or deletes) the rules publishing p for ep.
-func (m *Manager) portRules(ep *Endpoint, p Port, add bool) error {
-	dst := []string{"-p", p.Proto, "-m", "addrtype", "--dst-type", "LOCAL"}
-	if p.HostIP != "" && p.HostIP != "0.0.0.0" {
-		dst = append(dst, "-d", p.HostIP)
-	}
-	dnat := append(dst, "--dport", strconv.Itoa(p.HostPort), "-j", "DNAT", "--to-destination", net.JoinHostPort(ep.IP, strconv.Itoa(p.ContainerPort)))
-	c := "berth:" + m.cfg.Bridge + ":" + ep.ID[:12]
-	rules := []rule{
-		{table: "nat", chain: "PREROUTING", spec: dnat, comment: c},
-		{table: "nat", chain: "OUTPUT", spec: dnat, comment: c},
-		{table: "filter", chain: "FORWARD", insert: true, spec: []string{"-d", ep.IP + "/32", "!", "-i", m.cfg.Bridge, "-o", m.cfg.Bridge,
-			"-p", p.Proto, "--dport", strconv.Itoa(p.ContainerPort), "-j", "ACCEPT"}, comment: c},
-	}
+// removeBridge deletes network n's rules and bridge.
+func (m *Manager) removeBridge(n *Network) error {
 	var errs []error
-	for _, r := range rules {
-		if add {
-			if err := m.ensureRule(r); err != nil {
-				return err
-			}
-			continue
+	if br, err := netlink.LinkByName(n.Bridge); err == nil {
+		for _, r := range bridgeRules(n) {
+			errs = append(errs, m.deleteRule(r))
 		}
-		errs = append(errs, m.deleteRule(r))
+		errs = append(errs, netlink.LinkDel(br))
 	}
+	delete(m.ready, n.Bridge)
 	return errors.Join(errs...)
-}
-
-func (r rule) full() []string {
-	return append(slices.Clone(r.spec), "-m", "comment", "--comment", r.comment)
-}
-
-func (m *Manager) ensureRule(r rule) error {
-	ipt, err := m.iptables()
-	if err != nil {
-		return err
-	}
-	ok, err := ipt.Exists(r.table, r.chain, r.full()...)
-	if err != nil || ok {
-		return err
-	}
-	if r.insert {
-		return ipt.Insert(r.table, r.chain, 1, r.full()...)
-	}
-	return ipt.Append(r.table, r.chain, r.full()...)
-}
-
-func (m *Manager) deleteRule(r rule) error {
-	ipt, err := m.iptables()
-	if err != nil {
-		return err
-	}
-	return ipt.DeleteIfExists(r.table, r.chain, r.full()...)
 }
 
 // wire makes the veth pair with its container end made right in the
@@ -432,8 +405,8 @@ func (m *Manager) deleteRule(r rule) error {
 // for RCU grace periods: tens of milliseconds), gives it ep's address and
 // a default route, and puts the host end in the bridge. It returns eth0's
 // MAC address.
-func (m *Manager) wire(ep *Endpoint) (string, error) {
-	br, err := netlink.LinkByName(m.cfg.Bridge)
+func (m *Manager) wire(n *Network, ep *Endpoint) (string, error) {
+	br, err := netlink.LinkByName(n.Bridge)
 	if err != nil {
 		return "", err
 	}
@@ -478,15 +451,15 @@ func (m *Manager) wire(ep *Endpoint) (string, error) {
 	if err := h.LinkSetUp(eth); err != nil {
 		return "", err
 	}
-	if err := h.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: m.gw.AsSlice()}); err != nil {
-		return "", fmt.Errorf("default route via %s: %w", m.gw, err)
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: n.gateway().AsSlice()}); err != nil {
+		return "", fmt.Errorf("default route via %s: %w", n.gateway(), err)
 	}
 	host, err := netlink.LinkByName(ep.HostVeth)
 	if err != nil {
 		return "", err
 	}
 	if err := netlink.LinkSetMasterByIndex(host, br.Attrs().Index); err != nil {
-		return "", fmt.Errorf("put %s in %s: %w", ep.HostVeth, m.cfg.Bridge, err)
+		return "", fmt.Errorf("put %s in %s: %w", ep.HostVeth, n.Bridge, err)
 	}
 	if err := netlink.LinkSetUp(host); err != nil {
 		return "", err
@@ -494,47 +467,15 @@ func (m *Manager) wire(ep *Endpoint) (string, error) {
 	return eth.Attrs().HardwareAddr.String(), nil
 }
 
-// newNetns makes a network namespace pinned at path: a bind mount of a
-// throwaway thread's namespace, which outlives the thread.
-func newNetns(path string) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
-	if err != nil {
-		return err
-	}
-	f.Close()
-	err = osthread.Throwaway(func() error {
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			return err
-		}
-		return unix.Mount(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), path, "", unix.MS_BIND, "")
-	})
-	if err != nil {
-		os.Remove(path)
-	}
-	return err
-}
-
-// deleteNetns unpins a namespace; the kernel frees it, and the veth end
-// in it, once nothing else holds it.
-func deleteNetns(path string) error {
-	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("unmount %s: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
-}
-
 // Reconcile undoes what containers that are not running left (a daemon
-// killed while they stopped): endpoints, namespaces, veths on the bridge
+// killed while they stopped): endpoints, namespaces, veths on the bridges
 // and rules.
 func (m *Manager) Reconcile(running func(id string) bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var errs []error
 	keep := map[string]bool{}
-	for _, ep := range m.endpoints() {
+	for _, ep := range m.Endpoints("") {
 		if running(ep.ID) {
 			keep[ep.ID] = true
 			continue
@@ -547,115 +488,179 @@ func (m *Manager) Reconcile(running func(id string) bool) error {
 			errs = append(errs, deleteNetns(m.NetnsPath(f.Name())))
 		}
 	}
-	if br, err := netlink.LinkByName(m.cfg.Bridge); err == nil {
+	veths := map[string]bool{}
+	for id := range keep {
+		veths["veth"+id[:10]] = true
+	}
+	for _, n := range m.Networks() {
+		br, err := netlink.LinkByName(n.Bridge)
+		if err != nil {
+			continue
+		}
 		links, _ := netlink.LinkList()
 		for _, l := range links {
-			if l.Attrs().MasterIndex == br.Attrs().Index && !keepsVeth(keep, l.Attrs().Name) {
+			if l.Attrs().MasterIndex == br.Attrs().Index && !veths[l.Attrs().Name] {
 				errs = append(errs, netlink.LinkDel(l))
 			}
 		}
+		errs = append(errs, m.deleteStaleRules(n.Bridge, keep))
 	}
-	errs = append(errs, m.deleteStaleRules(keep))
 	return errors.Join(errs...)
 }
 
-func keepsVeth(keep map[string]bool, name string) bool {
-	for id := range keep {
-		if name == "veth"+id[:10] {
+// Shutdown removes the default bridge and its rules when no container is
+// on it (berthd stopping with none left running). Networks a user made
+// stay, as Docker's do, until removed.
+func (m *Manager) Shutdown() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.Endpoints(DefaultNetwork)) > 0 {
+		return nil
+	}
+	return m.removeBridge(m.def)
+}
+
+// Networks are the default network and those users made, by name.
+func (m *Manager) Networks() []*Network {
+	out := []*Network{m.def}
+	_ = m.cfg.DB.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(networksBucket).ForEach(func(_, v []byte) error {
+			var n Network
+			if json.Unmarshal(v, &n) == nil {
+				out = append(out, &n)
+			}
+			return nil
+		})
+	})
+	return out
+}
+
+// Network finds a network by name, ID or unique ID prefix.
+func (m *Manager) Network(ref string) (*Network, error) { return m.network(ref) }
+
+func (m *Manager) network(ref string) (*Network, error) {
+	if ref == "" || ref == "default" {
+		return m.def, nil
+	}
+	var found []*Network
+	for _, n := range m.Networks() {
+		if n.Name == ref || n.ID == ref {
+			return n, nil
+		}
+		if len(ref) >= 3 && len(ref) < len(n.ID) && n.ID[:len(ref)] == ref {
+			found = append(found, n)
+		}
+	}
+	if len(found) == 1 {
+		return found[0], nil
+	}
+	return nil, errdefs.ErrNotFound.WithMessage("network " + ref + " not found")
+}
+
+var validNetworkName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+
+// CreateNetwork makes a user's bridge network: subnet is a CIDR, or ""
+// for the first free /24 of 10.90.0.0/16. Its bridge is made when the
+// first container attaches.
+func (m *Manager) CreateNetwork(name, subnet string, labels map[string]string) (*Network, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !validNetworkName.MatchString(name) || len(name) > 64 {
+		return nil, fmt.Errorf("invalid network name %q: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed: %w", name, errdefs.ErrInvalidArgument)
+	}
+	if slices.Contains([]string{DefaultNetwork, "default", "host", "none"}, name) {
+		return nil, fmt.Errorf("%s is a pre-defined network and cannot be created: %w", name, errdefs.ErrPermissionDenied)
+	}
+	existing := m.Networks()
+	for _, n := range existing {
+		if n.Name == name {
+			return nil, fmt.Errorf("network with name %s already exists: %w", name, errdefs.ErrConflict)
+		}
+	}
+	var gw netip.Prefix
+	if subnet != "" {
+		p, err := netip.ParsePrefix(subnet)
+		if err != nil || !p.Addr().Is4() || p.Bits() > 30 || p.Bits() < 8 {
+			return nil, fmt.Errorf("subnet %q: want an IPv4 CIDR with a prefix of 8 to 30 bits: %w", subnet, errdefs.ErrInvalidArgument)
+		}
+		p = p.Masked()
+		if overlaps(p, existing) {
+			return nil, fmt.Errorf("subnet %s overlaps another network's: %w", p, errdefs.ErrConflict)
+		}
+		gw = netip.PrefixFrom(p.Addr().Next(), p.Bits())
+	} else {
+		for i := range 256 {
+			p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 90, byte(i), 0}), 24)
+			if !overlaps(p, existing) && !routed(p) {
+				gw = netip.PrefixFrom(p.Addr().Next(), 24)
+				break
+			}
+		}
+		if !gw.IsValid() {
+			return nil, fmt.Errorf("no free /24 left in 10.90.0.0/16: name a subnet: %w", errdefs.ErrUnavailable)
+		}
+	}
+	id := make([]byte, 32)
+	_, _ = rand.Read(id)
+	n := &Network{Name: name, ID: hex.EncodeToString(id), Gateway: gw.String(), Created: time.Now().UTC(), Labels: labels}
+	n.Bridge = "br-" + n.ID[:12]
+	err := m.cfg.DB.Update(func(tx *bolt.Tx) error {
+		b, err := json.Marshal(n)
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(networksBucket).Put([]byte(n.Name), b)
+	})
+	return n, err
+}
+
+func overlaps(p netip.Prefix, nets []*Network) bool {
+	for _, n := range nets {
+		if n.prefix().Masked().Overlaps(p) {
 			return true
 		}
 	}
 	return false
 }
 
-// deleteStaleRules removes port rules of this bridge whose container is
-// not in keep.
-func (m *Manager) deleteStaleRules(keep map[string]bool) error {
-	if _, err := exec.LookPath("iptables"); err != nil {
-		return nil // no rules were ever made without it
+// routed reports whether the host routes p somewhere already (another
+// engine's bridge, a VPN): such a subnet is not taken for a new network.
+func routed(p netip.Prefix) bool {
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return false
 	}
-	ipt, err := m.iptables()
+	for _, r := range routes {
+		if r.Dst == nil {
+			continue
+		}
+		ones, _ := r.Dst.Mask.Size()
+		a, ok := netip.AddrFromSlice(r.Dst.IP.To4())
+		if ok && ones > 0 && netip.PrefixFrom(a, ones).Overlaps(p) { // not the default route
+			return true
+		}
+	}
+	return false
+}
+
+// RemoveNetwork removes a user's network with no container on it.
+func (m *Manager) RemoveNetwork(ref string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, err := m.network(ref)
 	if err != nil {
 		return err
 	}
-	kept := map[string]bool{}
-	for id := range keep {
-		kept[id[:12]] = true
+	if n == m.def {
+		return fmt.Errorf("%s is a pre-defined network and cannot be removed: %w", n.Name, errdefs.ErrPermissionDenied)
 	}
-	prefix := "berth:" + m.cfg.Bridge + ":"
-	var errs []error
-	for _, tc := range [][2]string{{"nat", "PREROUTING"}, {"nat", "OUTPUT"}, {"filter", "FORWARD"}} {
-		rules, err := ipt.List(tc[0], tc[1])
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		for _, r := range rules {
-			i := strings.Index(r, prefix)
-			if i < 0 || kept[strings.Trim(r[i+len(prefix):], `" `)] {
-				continue
-			}
-			args, err := splitRule(r)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			errs = append(errs, ipt.Delete(tc[0], tc[1], args...))
-		}
+	if eps := m.Endpoints(n.Name); len(eps) > 0 {
+		return fmt.Errorf("error while removing network: network %s has active endpoints: %w", n.Name, errdefs.ErrConflict)
 	}
-	return errors.Join(errs...)
+	if err := m.removeBridge(n); err != nil {
+		return err
+	}
+	return m.cfg.DB.Update(func(tx *bolt.Tx) error { return tx.Bucket(networksBucket).Delete([]byte(n.Name)) })
 }
 
-// splitRule turns `-A CHAIN -p tcp ... --comment "x y"` into the rule's
-// arguments, without "-A CHAIN".
-func splitRule(s string) ([]string, error) {
-	var args []string
-	var cur strings.Builder
-	quoted, has := false, false
-	for _, r := range s {
-		switch {
-		case r == '"':
-			quoted, has = !quoted, true
-		case r == ' ' && !quoted:
-			if has {
-				args = append(args, cur.String())
-				cur.Reset()
-				has = false
-			}
-		default:
-			cur.WriteRune(r)
-			has = true
-		}
-	}
-	if quoted {
-		return nil, fmt.Errorf("unbalanced quotes in rule %q", s)
-	}
-	if has {
-		args = append(args, cur.String())
-	}
-	if len(args) < 2 || args[0] != "-A" {
-		return nil, fmt.Errorf("not a rule: %q", s)
-	}
-	return args[2:], nil
-}
-
-// Shutdown removes the bridge and its rules when no container is on it
-// (berthd stopping with none left running).
-func (m *Manager) Shutdown() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if len(m.endpoints()) > 0 {
-		return nil
-	}
-	br, err := netlink.LinkByName(m.cfg.Bridge)
-	if err != nil {
-		return nil // never made
-	}
-	var errs []error
-	for _, r := range m.bridgeRules() {
-		errs = append(errs, m.deleteRule(r))
-	}
-	errs = append(errs, netlink.LinkDel(br))
-	m.ready = false
-	return errors.Join(errs...)
-}
+func sha256sum(s string) [32]byte { return sha256.Sum256([]byte(s)) }

@@ -25,6 +25,7 @@ type Backend interface {
 	ExecBackend
 	StatsBackend
 	BuildBackend
+	NetworkBackend
 	// OnContainerExit sets the function told of every container's end.
 	OnContainerExit(fn func(*daemon.Container, daemon.ContainerState))
 }

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+	"github.com/spf13/cobra"
+)
+
+func (c *cli) networkCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "network", Short: "Manage networks"}
+	var subnet, format string
+	var labels []string
+	create := &cobra.Command{
+		Use: "create [--subnet CIDR] NAME", Short: "Create a bridge network", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			api, err := c.client()
+			if err != nil {
+				return err
+			}
+			opts := client.NetworkCreateOptions{Driver: "bridge", Labels: map[string]string{}}
+			for _, l := range labels {
+				k, v, _ := strings.Cut(l, "=")
+				opts.Labels[k] = v
+			}
+			if subnet != "" {
+				p, err := netip.ParsePrefix(subnet)
+				if err != nil {
+					return fmt.Errorf("--subnet %s: %w", subnet, err)
+				}
+				opts.IPAM = &network.IPAM{Config: []network.IPAMConfig{{Subnet: p}}}
+			}
+			res, err := api.NetworkCreate(cmd.Context(), args[0], opts)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), res.ID)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&subnet, "subnet", "", "subnet of the network (default: a free /24 of 10.90.0.0/16)")
+	create.Flags().StringArrayVar(&labels, "label", nil, "a label KEY=VALUE")
+	ls := &cobra.Command{
+		Use: "ls", Aliases: []string{"list"}, Short: "List networks", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			api, err := c.client()
+			if err != nil {
+				return err
+			}
+			res, err := api.NetworkList(cmd.Context(), client.NetworkListOptions{})
+			if err != nil {
+				return err
+			}
+			var rows []any
+			for _, n := range res.Items {
+				id := n.ID
+				if len(id) > 12 {
+					id = id[:12]
+				}
+				rows = append(rows, networkRow{ID: id, Name: n.Name, Driver: n.Driver, Scope: n.Scope})
+			}
+			header := networkRow{ID: "NETWORK ID", Name: "NAME", Driver: "DRIVER", Scope: "SCOPE"}
+			return printTable(cmd.OutOrStdout(), format, "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}", header, rows)
+		},
+	}
+	ls.Flags().StringVar(&format, "format", "", "Go template (table ... for a table)")
+	rm := &cobra.Command{
+		Use: "rm NETWORK...", Aliases: []string{"remove"}, Short: "Remove networks", Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			api, err := c.client()
+			if err != nil {
+				return err
+			}
+			for _, n := range args {
+				if _, err := api.NetworkRemove(cmd.Context(), n, client.NetworkRemoveOptions{}); err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), n)
+			}
+			return nil
+		},
+	}
+	var inspectFormat string
+	inspect := &cobra.Command{
+		Use: "inspect NETWORK...", Short: "Show a network's details", Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			api, err := c.client()
+			if err != nil {
+				return err
+			}
+			var out []json.RawMessage
+			for _, n := range args {
+				res, err := api.NetworkInspect(cmd.Context(), n, client.NetworkInspectOptions{})
+				if err != nil {
+					return err
+				}
+				out = append(out, res.Raw)
+			}
+			return printRaw(cmd.OutOrStdout(), out, inspectFormat)
+		},
+	}
+	inspect.Flags().StringVarP(&inspectFormat, "format", "f", "", "Go template")
+	cmd.AddCommand(create, ls, rm, inspect)
+	return cmd
+}
+
+// networkRow is what `network ls --format` templates see.
+type networkRow struct{ ID, Name, Driver, Scope string }
