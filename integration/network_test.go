@@ -96,6 +96,12 @@ func TestBridgeNetwork(t *testing.T) {
 	if ps := d.berthOK(t, "ps"); !strings.Contains(ps, fmt.Sprintf("127.0.0.1:%d->80/tcp", port)) {
 		t.Errorf("ps lacks the port:\n%s", ps)
 	}
+	if out := d.berthOK(t, "port", "web"); out != fmt.Sprintf("80/tcp -> 127.0.0.1:%d\n", port) {
+		t.Errorf("berth port: %q", out)
+	}
+	if out := d.dockerOK(t, "port", "web", "80"); out != fmt.Sprintf("127.0.0.1:%d\n", port) {
+		t.Errorf("docker port web 80: %q", out)
+	}
 	ip := strings.TrimSpace(d.berthOK(t, "inspect", "-f", "{{.NetworkSettings.Networks.bridge.IPAddress}}", "web"))
 	if !strings.HasPrefix(ip, strings.TrimSuffix(d.bip, "1/24")) {
 		t.Fatalf("web's address %q is not in %s", ip, d.bip)

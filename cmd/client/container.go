@@ -33,7 +33,7 @@ func (c *cli) containerCmd() *cobra.Command {
 
 func (c *cli) containerCommands() []*cobra.Command {
 	cmds := []*cobra.Command{c.startCmd(), c.stopCmd(), c.restartCmd(), c.killCmd(), c.rmCmd(), c.logsCmd(),
-		c.attachCmd(), c.waitCmd(), c.renameCmd(), c.containerInspectCmd(), c.execCmd()}
+		c.attachCmd(), c.waitCmd(), c.renameCmd(), c.containerInspectCmd(), c.execCmd(), c.portCmd()}
 	for _, cmd := range cmds {
 		cmd.ValidArgsFunction = c.completeContainers
 	}

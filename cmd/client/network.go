@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/moby/moby/api/types/network"
@@ -110,3 +111,48 @@ func (c *cli) networkCmd() *cobra.Command {
 
 // networkRow is what `network ls --format` templates see.
 type networkRow struct{ ID, Name, Driver, Scope string }
+
+// portCmd is `berth port CONTAINER [PORT[/PROTO]]`: the published ports,
+// as docker prints them.
+func (c *cli) portCmd() *cobra.Command {
+	return &cobra.Command{
+		Use: "port CONTAINER [PRIVATE_PORT[/PROTO]]", Short: "List a container's published ports", Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, res, err := c.inspectContainer(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			if res.Container.NetworkSettings == nil {
+				return nil
+			}
+			var want network.Port
+			if len(args) == 2 {
+				if want, err = network.ParsePort(args[1]); err != nil {
+					return err
+				}
+			}
+			var lines []string
+			for port, bindings := range res.Container.NetworkSettings.Ports {
+				if len(args) == 2 && port != want {
+					continue
+				}
+				for _, b := range bindings {
+					host := b.HostIP.String() + ":" + b.HostPort
+					if len(args) == 2 {
+						lines = append(lines, host)
+					} else {
+						lines = append(lines, port.String()+" -> "+host)
+					}
+				}
+			}
+			if len(args) == 2 && len(lines) == 0 {
+				return fmt.Errorf("no public port '%s' published for %s", args[1], args[0])
+			}
+			slices.Sort(lines)
+			for _, l := range lines {
+				fmt.Fprintln(cmd.OutOrStdout(), l)
+			}
+			return nil
+		},
+	}
+}
