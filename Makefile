@@ -42,6 +42,7 @@ bench: build ## benchmarks against crun, runc, podman, docker and skopeo (needs 
 	bench/image.sh
 	bench/daemon.sh
 	bench/build.sh
+	bench/network.sh
 
 demo: prereqs build ## run a container from a busybox bundle and show its output
 	scripts/demo.sh

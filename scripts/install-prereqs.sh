@@ -4,7 +4,7 @@
 # missing packages are installed, and apt-get update runs only when something is missing.
 set -euo pipefail
 pkgs=(busybox-static libseccomp-dev libc6-dev gcc pkg-config iproute2 iptables util-linux procps docker-registry skopeo)
-[ "${1:-}" = bench ] && pkgs+=(hyperfine crun runc podman skopeo debootstrap)
+[ "${1:-}" = bench ] && pkgs+=(hyperfine crun runc podman skopeo debootstrap iperf3 bc)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
