@@ -363,7 +363,7 @@ func TestContainerBadRequests(t *testing.T) {
 		{"POST", "/containers/busy/kill?signal=NOPE", "", 400, "invalid signal"},
 		{"POST", "/containers/create", `{"Image": "busybox", "Cmd": ["true"], "HostConfig": {"NetworkMode": "host", "PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}}`, 400, "conflicting options: port publishing"},
 		{"POST", "/containers/create", `{"Image": "busybox", "Cmd": ["true"], "HostConfig": {"NetworkMode": "nosuch"}}`, 404, "network nosuch not found"},
-		{"POST", "/containers/create", `{"Image": "busybox", "Cmd": ["true"], "HostConfig": {"NetworkMode": "container:busy"}}`, 400, `network mode "container:busy" is not supported`},
+		{"POST", "/containers/create", `{"Image": "busybox", "Cmd": ["true"], "HostConfig": {"NetworkMode": "container:nosuch"}}`, 404, "No such container: nosuch"},
 		{"POST", "/containers/create", `{"Image": "busybox", "Cmd": ["true"], "HostConfig": {"DeviceRequests": [{"Count": -1, "Capabilities": [["gpu"]]}]}}`, 400, "could not select device driver"},
 		{"POST", "/containers/busy/wait?condition=never", "", 400, "invalid condition"},
 	} {

@@ -274,6 +274,14 @@ func TestUserNetworks(t *testing.T) {
 	if strings.TrimSpace(out) != id {
 		t.Errorf("db by name from another container: %q, want %q", out, id)
 	}
+	// --network container:db shares db's namespace: its server on 127.0.0.1.
+	if out := d.berthOK(t, "run", "--rm", "--network", "container:db", "busybox", "busybox", "wget", "-qO-", "http://127.0.0.1/hostname"); strings.TrimSpace(out) != id {
+		t.Errorf("container:db's localhost: %q, want %q", out, id)
+	}
+	d.berthOK(t, "create", "--name", "idle", "busybox", "true")
+	if out, err := d.berth(t, "", "run", "--rm", "--network", "container:idle", "busybox", "true"); err == nil || !strings.Contains(out, "cannot join network of a non running container: idle") {
+		t.Errorf("joining a container that is not running: %v %s", err, out)
+	}
 	if got := d.dockerOK(t, "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}}{{end}} {{len .Containers}}", "appnet"); strings.TrimSpace(got) != subnet+" 1" {
 		t.Errorf("docker network inspect: %q", got)
 	}

@@ -134,6 +134,14 @@ func (c *containers) Create(ctx context.Context, name string, cfg *container.Con
 			return nil, err
 		}
 	}
+	if target, ok := strings.CutPrefix(string(hc.NetworkMode), "container:"); ok {
+		if _, err := c.Get(target); err != nil {
+			return nil, err
+		}
+		if cfg.Hostname != "" {
+			return nil, invalid(errors.New("conflicting options: hostname and the network mode"))
+		}
+	}
 	if (len(hc.PortBindings) > 0 || hc.PublishAllPorts) && !bridged(hc) {
 		return nil, invalid(fmt.Errorf("conflicting options: port publishing and the container type network mode %q", hc.NetworkMode))
 	}
@@ -586,6 +594,12 @@ func (c *containers) start(ctx context.Context, ctr *Container, restart bool) er
 	}
 	if bridged(ctr.HostConfig) {
 		if err := c.attach(ctr); err != nil {
+			_ = c.d.snapshot.Unmount(snap)
+			return err
+		}
+	}
+	if target, ok := strings.CutPrefix(string(ctr.HostConfig.NetworkMode), "container:"); ok {
+		if err := c.joinNetwork(ctr, target); err != nil {
 			_ = c.d.snapshot.Unmount(snap)
 			return err
 		}

@@ -3,6 +3,7 @@ package daemon
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -12,10 +13,12 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berth-containers/berth/pkg/network"
+	"github.com/berth-containers/berth/pkg/runtime"
 )
 
 // bridged reports whether a container is on a bridge network: the
@@ -229,3 +232,46 @@ func (d *Daemon) NetworkRemove(ref string) error { return d.net.RemoveNetwork(re
 
 // NetworkEndpoints are the running containers' endpoints on a network.
 func (d *Daemon) NetworkEndpoints(name string) []*network.Endpoint { return d.net.Endpoints(name) }
+
+// joinNetwork points the spec of a container in network mode
+// container:TARGET at TARGET's network namespace, which must be running,
+// and at its /etc files; written at each start, as TARGET's namespace is
+// new at each of its starts.
+func (c *containers) joinNetwork(ctr *Container, target string) error {
+	t, err := c.Get(target)
+	if err != nil {
+		return err
+	}
+	st := c.State(t)
+	if st.Status != container.StateRunning {
+		return fmt.Errorf("cannot join network of a non running container: %s: %w", target, errdefs.ErrConflict)
+	}
+	nsPath := fmt.Sprintf("/proc/%d/ns/net", st.Pid)
+	if bridged(t.HostConfig) {
+		nsPath = c.d.net.NetnsPath(t.ID)
+	}
+	bundle := filepath.Join(c.d.containerDir(ctr.ID), "bundle")
+	spec, err := runtime.LoadSpec(bundle)
+	if err != nil {
+		return err
+	}
+	for i, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			spec.Linux.Namespaces[i].Path = nsPath
+		}
+	}
+	spec.Mounts = slices.DeleteFunc(spec.Mounts, func(m specs.Mount) bool {
+		return slices.Contains(netFiles, strings.TrimPrefix(m.Destination, "/etc/"))
+	})
+	if bridged(t.HostConfig) {
+		for _, f := range netFiles {
+			spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/etc/" + f, Type: "bind",
+				Source: filepath.Join(c.d.containerDir(t.ID), f), Options: []string{"rbind", "rprivate"}})
+		}
+	}
+	b, err := json.MarshalIndent(spec, "", "\t")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600)
+}

@@ -96,9 +96,8 @@ func applyNamespaces(s *specs.Spec, hc *container.HostConfig) error {
 			s.Hostname = h
 		}
 	default:
-		if strings.HasPrefix(mode, "container:") {
-			return invalid(fmt.Errorf("network mode %q is not supported", mode))
-		}
+		// container:NAME: the other container's namespace, whose path the
+		// daemon writes at each start (it may change between runs).
 		// A bridge network (the default or a user's, by name): a network
 		// namespace of its own, which the daemon points at the one it
 		// wires at each start. Built alone (a build's RUN), it stays empty.
