@@ -158,7 +158,6 @@ func TestContainerSpecBadInput(t *testing.T) {
 		"swap without mem":  {Resources: container.Resources{MemorySwap: 1 << 20}},
 		"unknown ulimit":    {Resources: container.Resources{Ulimits: []*container.Ulimit{{Name: "bogus"}}}},
 		"not a device":      {Resources: container.Resources{Devices: []container.DeviceMapping{{PathOnHost: "/etc/passwd"}}}},
-		"unknown net mode":  {NetworkMode: "container:abc"},
 		"cpus and quota":    {Resources: container.Resources{NanoCPUs: 1e9, CPUQuota: 5000}},
 	} {
 		_, err := daemon.ContainerSpec(rootfs(t), image.RunConfig{Args: []string{"sh"}}, nil, hc)
