@@ -128,8 +128,9 @@ func prepareMount(cfg *initConfig, m specs.Mount) (pendingMount, error) {
 	switch {
 	case isBind(m):
 		pm.fd, pm.file, err = cloneTree(m.Source, pm.opts.recursive)
-	case m.Type == "sysfs" && !hasNewNamespace(cfg.Spec, specs.NetworkNamespace):
-		// A fresh sysfs shows the network namespace it is mounted in; in the
+	case m.Type == "sysfs" && !hasNamespace(cfg.Spec, specs.NetworkNamespace):
+		// A fresh sysfs shows the network namespace it is mounted in (a new
+		// one, or the one joined by path: init is in it by now); in the
 		// host's, bind the host's /sys read-only, as runc does.
 		pm.opts.recursive = true
 		pm.opts.attrSet |= unix.MOUNT_ATTR_RDONLY
@@ -140,15 +141,6 @@ func prepareMount(cfg *initConfig, m specs.Mount) (pendingMount, error) {
 		pm.fd, err = newFilesystem(m.Type, m.Source, pm.opts.data)
 	}
 	return pm, err
-}
-
-func hasNewNamespace(s *specs.Spec, t specs.LinuxNamespaceType) bool {
-	for _, ns := range s.Linux.Namespaces {
-		if ns.Type == t && ns.Path == "" {
-			return true
-		}
-	}
-	return false
 }
 
 // cloneTree makes a detached copy of the mount at src (open_tree).

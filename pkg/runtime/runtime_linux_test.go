@@ -3,7 +3,9 @@ package runtime_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-containers/berth/internal/testutil"
 	"github.com/berth-containers/berth/pkg/cgroups"
 	"github.com/berth-containers/berth/pkg/runtime"
 )
@@ -56,6 +59,31 @@ func TestHostMountsInvisible(t *testing.T) {
 		if !allowed[mp] && !strings.HasPrefix(mp, "/sys/fs/cgroup/") {
 			t.Errorf("unexpected mount %s in the container", mp)
 		}
+	}
+}
+
+// TestJoinedNetworkNamespace: a container joining a network namespace by
+// path is in it, and its /sys shows that namespace's links, not the
+// host's.
+func TestJoinedNetworkNamespace(t *testing.T) {
+	t.Parallel()
+	ip := testutil.Require(t, "ip")
+	name := fmt.Sprintf("berth-rt-%d", os.Getpid())
+	if out, err := exec.Command(ip, "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command(ip, "netns", "del", name).Run() })
+	if out, err := exec.Command(ip, "-n", name, "link", "add", "joined0", "type", "veth", "peer", "name", "joined1").CombinedOutput(); err != nil {
+		t.Fatalf("ip link add: %v %s", err, out)
+	}
+	f := newFixture(t, "sh", "-c", "ls /sys/class/net | tr '\\n' ' '")
+	for i, ns := range f.spec.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			f.spec.Linux.Namespaces[i].Path = "/run/netns/" + name
+		}
+	}
+	if out := strings.Join(strings.Fields(f.runOK(t)), " "); out != "joined0 joined1 lo" {
+		t.Errorf("/sys/class/net in a joined namespace: %q", out)
 	}
 }
 
