@@ -291,7 +291,25 @@ func TestUserNetworks(t *testing.T) {
 	if out, err := d.berth(t, "", "run", "--rm", "--network", "nonet", "busybox", "true"); err == nil || !strings.Contains(out, "network nonet not found") {
 		t.Errorf("an unknown network: %v %s", err, out)
 	}
-	d.berthOK(t, "rm", "-f", "db")
+	// connect and disconnect: a container on the default bridge joins
+	// appnet as eth1, finds db by name there, and leaves it.
+	d.berthOK(t, "run", "-d", "--name", "client", "busybox", "sleep", "600")
+	d.dockerOK(t, "network", "connect", "appnet", "client")
+	out = d.berthOK(t, "exec", "client", "sh", "-c", "ls /sys/class/net | sort | tr '\n' ' '; busybox wget -qO- http://db/hostname")
+	if out != "eth0 eth1 lo "+id+"\n" {
+		t.Errorf("after connect: %q", out)
+	}
+	if nets := d.dockerOK(t, "inspect", "-f", "{{len .NetworkSettings.Networks}}", "client"); strings.TrimSpace(nets) != "2" {
+		t.Errorf("client's networks: %s", nets)
+	}
+	if out, err := d.docker(t, "", "network", "disconnect", "bridge", "client"); err == nil || !strings.Contains(out, "runs on network bridge") {
+		t.Errorf("disconnecting the network a container runs on: %v %s", err, out)
+	}
+	d.berthOK(t, "network", "disconnect", "appnet", "client")
+	if out := d.berthOK(t, "exec", "client", "sh", "-c", "ls /sys/class/net | sort | tr '\n' ' '; grep -c db /etc/hosts || true"); out != "eth0 lo 0\n" {
+		t.Errorf("after disconnect: %q", out)
+	}
+	d.berthOK(t, "rm", "-f", "db", "client")
 	d.dockerOK(t, "network", "rm", "appnet")
 	if out, err := exec.Command("iptables", "-t", "nat", "-S").CombinedOutput(); err == nil && strings.Contains(string(out), subnet) {
 		t.Errorf("rules of the removed network left:\n%s", grepLines(string(out), subnet))

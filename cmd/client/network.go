@@ -105,7 +105,29 @@ func (c *cli) networkCmd() *cobra.Command {
 		},
 	}
 	inspect.Flags().StringVarP(&inspectFormat, "format", "f", "", "Go template")
-	cmd.AddCommand(create, ls, rm, inspect)
+	connect := &cobra.Command{
+		Use: "connect NETWORK CONTAINER", Short: "Connect a container to a network", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			api, err := c.client()
+			if err != nil {
+				return err
+			}
+			_, err = api.NetworkConnect(cmd.Context(), args[0], client.NetworkConnectOptions{Container: args[1]})
+			return err
+		},
+	}
+	disconnect := &cobra.Command{
+		Use: "disconnect NETWORK CONTAINER", Short: "Disconnect a container from a network", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			api, err := c.client()
+			if err != nil {
+				return err
+			}
+			_, err = api.NetworkDisconnect(cmd.Context(), args[0], client.NetworkDisconnectOptions{Container: args[1]})
+			return err
+		},
+	}
+	cmd.AddCommand(create, ls, rm, inspect, connect, disconnect)
 	return cmd
 }
 

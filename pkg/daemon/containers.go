@@ -57,6 +57,9 @@ type Container struct {
 	// policies respect.
 	ManuallyStopped bool `json:"manuallyStopped,omitempty"`
 	RestartCount    int  `json:"restartCount,omitempty"`
+	// Networks are the networks connected to the container besides the
+	// one it runs on (network connect), joined at each start.
+	Networks []string `json:"networks,omitempty"`
 }
 
 // ContainerState is where a container is in its life.

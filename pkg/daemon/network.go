@@ -106,8 +106,9 @@ func resolvConf() []byte {
 	return out.Bytes()
 }
 
-// attach wires a bridged container's network for a start, and writes its
-// address into its /etc/hosts.
+// attach wires a bridged container's network for a start: the network
+// it runs on, then those connected to it; and writes its /etc/hosts and
+// those of the containers that now find it by name.
 func (c *containers) attach(ctr *Container) error {
 	ports, err := publishedPorts(ctr)
 	if err != nil {
@@ -117,60 +118,95 @@ func (c *containers) attach(ctr *Container) error {
 	if err != nil {
 		return err
 	}
-	if err := writeHosts(c.d.containerDir(ctr.ID), ctr.Config.Hostname, ep.IP); err != nil {
+	for _, n := range ctr.Networks {
+		if _, err := c.d.net.Connect(ctr.ID, n); err != nil {
+			c.detach(ctr.ID)
+			return fmt.Errorf("connect to network %s: %w", n, err)
+		}
+	}
+	if err := c.writeHostsOf(ctr.ID); err != nil {
 		c.detach(ctr.ID)
 		return err
 	}
-	c.refreshHosts(ep.Network)
+	c.refreshHosts(append([]string{ep.Network}, ctr.Networks...)...)
 	return nil
 }
 
 // detach undoes attach; a container that is not attached is no error.
 func (c *containers) detach(id string) {
-	ep, attached := c.d.net.Endpoint(id)
+	var nets []string
+	for _, ep := range c.d.net.ContainerEndpoints(id) {
+		nets = append(nets, ep.Network)
+	}
 	if err := c.d.net.Detach(id); err != nil {
 		slog.Warn("detach container from the network", "container", id, "err", err)
 	}
-	if attached {
-		c.refreshHosts(ep.Network)
+	c.refreshHosts(nets...)
+}
+
+// refreshHosts rewrites the /etc/hosts of every container on the given
+// users' networks so that each finds the others by name, as Docker's
+// embedded DNS answers them. The files are rewritten in place: containers
+// see them through a bind mount of the same inode. The default network,
+// as Docker's, resolves no names.
+func (c *containers) refreshHosts(nets ...string) {
+	done := map[string]bool{}
+	for _, n := range nets {
+		if n == network.DefaultNetwork {
+			continue
+		}
+		for _, ep := range c.d.net.Endpoints(n) {
+			if done[ep.ID] {
+				continue
+			}
+			done[ep.ID] = true
+			if err := c.writeHostsOf(ep.ID); err != nil {
+				slog.Warn("write /etc/hosts", "container", ep.ID, "err", err)
+			}
+		}
 	}
 }
 
-// refreshHosts rewrites the /etc/hosts of every container on a user's
-// network so that each finds the others by name, as Docker's embedded DNS
-// answers them. The files are rewritten in place: containers see them
-// through a bind mount of the same inode. The default network, as
-// Docker's, resolves no names.
-func (c *containers) refreshHosts(netName string) {
-	if netName == network.DefaultNetwork {
-		return
+// writeHostsOf writes a container's /etc/hosts: its own address on the
+// default network, and every member of each user network it is on.
+func (c *containers) writeHostsOf(id string) error {
+	ctr, err := c.Get(id)
+	if err != nil {
+		return err
 	}
-	type member struct{ id, ip, names string }
-	var members []member
-	for _, ep := range c.d.net.Endpoints(netName) {
-		ctr, err := c.Get(ep.ID)
-		if err != nil {
+	var b bytes.Buffer
+	b.WriteString(hostsHeader)
+	seen := map[string]bool{}
+	line := func(ip, names string) {
+		if l := ip + "\t" + names + "\n"; !seen[l] {
+			seen[l] = true
+			b.WriteString(l)
+		}
+	}
+	for _, ep := range c.d.net.ContainerEndpoints(id) {
+		if ep.Network == network.DefaultNetwork {
+			line(ep.IP, ctr.Config.Hostname)
 			continue
 		}
-		names := ctr.Name
-		if h := ctr.Config.Hostname; h != "" && h != ctr.Name {
-			names += " " + h
-		}
-		if h := ctr.ID[:12]; h != ctr.Config.Hostname {
-			names += " " + h
-		}
-		members = append(members, member{id: ep.ID, ip: ep.IP, names: names})
-	}
-	for _, m := range members {
-		var b bytes.Buffer
-		b.WriteString(hostsHeader)
-		for _, other := range members {
-			fmt.Fprintf(&b, "%s\t%s\n", other.ip, other.names)
-		}
-		if err := os.WriteFile(filepath.Join(c.d.containerDir(m.id), "hosts"), b.Bytes(), 0o644); err != nil {
-			slog.Warn("write /etc/hosts", "container", m.id, "err", err)
+		for _, m := range c.d.net.Endpoints(ep.Network) {
+			if other, err := c.Get(m.ID); err == nil {
+				line(m.IP, hostNames(other))
+			}
 		}
 	}
+	return os.WriteFile(filepath.Join(c.d.containerDir(id), "hosts"), b.Bytes(), 0o644)
+}
+
+// hostNames are the names a container answers to on a user's network.
+func hostNames(ctr *Container) string {
+	names := ctr.Name
+	if h := ctr.Config.Hostname; h != "" && h != ctr.Name {
+		names += " " + h
+	}
+	if h := ctr.ID[:12]; h != ctr.Config.Hostname {
+		names += " " + h
+	}
+	return names
 }
 
 // publishedPorts turns -p (PortBindings) and -P (every exposed port on a
@@ -274,4 +310,76 @@ func (c *containers) joinNetwork(ctr *Container, target string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600)
+}
+
+// NetworkConnect connects a container to a user's network: now, if it
+// runs, and at each later start.
+func (d *Daemon) NetworkConnect(ctr *Container, netName string) error {
+	defer d.ctrs.lock(ctr.ID)()
+	cur, err := d.ctrs.Get(ctr.ID)
+	if err != nil {
+		return err
+	}
+	n, err := d.net.Network(netName)
+	if err != nil {
+		return err
+	}
+	if !bridged(cur.HostConfig) {
+		return invalid(fmt.Errorf("container %s is on network %q: it cannot be connected to others", cur.Name, cur.HostConfig.NetworkMode))
+	}
+	if n.Name == networkOf(cur.HostConfig) || slices.Contains(cur.Networks, n.Name) {
+		return fmt.Errorf("endpoint with name %s already exists in network %s: %w", cur.Name, n.Name, errdefs.ErrConflict)
+	}
+	if d.ctrs.State(cur).Status == container.StateRunning {
+		if _, err := d.net.Connect(cur.ID, n.Name); err != nil {
+			return err
+		}
+	}
+	cur.Networks = append(cur.Networks, n.Name)
+	if err := d.ctrs.save(cur); err != nil {
+		_ = d.net.Disconnect(cur.ID, n.Name)
+		return err
+	}
+	d.ctrs.refreshHosts(n.Name)
+	return nil
+}
+
+// NetworkDisconnect disconnects a container from a network it was
+// connected to.
+func (d *Daemon) NetworkDisconnect(ctr *Container, netName string) error {
+	defer d.ctrs.lock(ctr.ID)()
+	cur, err := d.ctrs.Get(ctr.ID)
+	if err != nil {
+		return err
+	}
+	n, err := d.net.Network(netName)
+	if err != nil {
+		return err
+	}
+	if n.Name == networkOf(cur.HostConfig) && bridged(cur.HostConfig) {
+		return fmt.Errorf("container %s runs on network %s: run it on another to leave this one: %w", cur.Name, n.Name, errdefs.ErrConflict)
+	}
+	i := slices.Index(cur.Networks, n.Name)
+	if i < 0 {
+		return fmt.Errorf("container %s is not connected to network %s: %w", cur.Name, n.Name, errdefs.ErrNotFound)
+	}
+	if d.ctrs.State(cur).Status == container.StateRunning {
+		if err := d.net.Disconnect(cur.ID, n.Name); err != nil {
+			return err
+		}
+	}
+	cur.Networks = slices.Delete(cur.Networks, i, i+1)
+	if err := d.ctrs.save(cur); err != nil {
+		return err
+	}
+	d.ctrs.refreshHosts(n.Name)
+	if err := d.ctrs.writeHostsOf(cur.ID); err != nil {
+		slog.Warn("write /etc/hosts", "container", cur.ID, "err", err)
+	}
+	return nil
+}
+
+// ContainerEndpoints are all of a running container's endpoints.
+func (d *Daemon) ContainerEndpoints(ctr *Container) []*network.Endpoint {
+	return d.net.ContainerEndpoints(ctr.ID)
 }

@@ -1,6 +1,7 @@
 package network
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -15,6 +16,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -86,7 +88,22 @@ type Endpoint struct {
 	Gateway  string `json:"gateway"`
 	MAC      string `json:"mac"`
 	HostVeth string `json:"hostVeth"`
-	Ports    []Port `json:"ports,omitempty"`
+	// Interface is the link in the container: eth0 on the network it was
+	// started on (its default route, its published ports), eth1... on the
+	// networks connected to it after.
+	Interface string `json:"interface"`
+	Ports     []Port `json:"ports,omitempty"`
+}
+
+// key is the endpoint's key in the endpoints bucket.
+func (ep *Endpoint) key() []byte { return []byte(ep.ID + "/" + ep.Network) }
+
+// hostVeth names the host end of a container's link into a network.
+func hostVeth(id, netName string) string {
+	if netName == DefaultNetwork {
+		return "veth" + id[:10]
+	}
+	return fmt.Sprintf("veth%x", sha256sum(id+"/"+netName))[:14]
 }
 
 // Manager wires containers into bridge networks.
@@ -155,7 +172,8 @@ func (m *Manager) Attach(id, netName string, ports []Port) (_ *Endpoint, err err
 	if err := m.ensureBridge(n); err != nil {
 		return nil, err
 	}
-	ep := &Endpoint{ID: id, Network: n.Name, Bridge: n.Bridge, Prefix: n.prefix().Bits(), Gateway: n.GatewayIP(), HostVeth: "veth" + id[:10]}
+	ep := &Endpoint{ID: id, Network: n.Name, Bridge: n.Bridge, Prefix: n.prefix().Bits(), Gateway: n.GatewayIP(),
+		HostVeth: hostVeth(id, n.Name), Interface: "eth0"}
 	if ep.Ports, err = m.checkPorts(id, ports); err != nil {
 		return nil, err
 	}
@@ -178,6 +196,86 @@ func (m *Manager) Attach(id, netName string, ports []Port) (_ *Endpoint, err err
 	return ep, m.save(ep)
 }
 
+// Connect adds a running container (attached already) to another
+// network: a link ethN with an address on it, no default route.
+func (m *Manager) Connect(id, netName string) (_ *Endpoint, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, err := m.network(netName)
+	if err != nil {
+		return nil, err
+	}
+	eps := m.endpointsOf(id)
+	if len(eps) == 0 {
+		return nil, fmt.Errorf("the container is not running on a bridge network: %w", errdefs.ErrConflict)
+	}
+	for _, ep := range eps {
+		if ep.Network == n.Name {
+			return nil, fmt.Errorf("endpoint with name %s already exists in network %s: %w", id[:12], n.Name, errdefs.ErrConflict)
+		}
+	}
+	ep := &Endpoint{ID: id, Network: n.Name, Bridge: n.Bridge, Prefix: n.prefix().Bits(), Gateway: n.GatewayIP(),
+		HostVeth: hostVeth(id, n.Name), Interface: fmt.Sprintf("eth%d", nextInterface(eps))}
+	if err := m.ensureBridge(n); err != nil {
+		return nil, err
+	}
+	if err := m.allocate(n, ep); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			m.unlink(ep)
+		}
+	}()
+	if ep.MAC, err = m.wire(n, ep); err != nil {
+		return nil, err
+	}
+	return ep, m.save(ep)
+}
+
+func nextInterface(eps []*Endpoint) int {
+	used := map[string]bool{}
+	for _, ep := range eps {
+		used[ep.Interface] = true
+	}
+	i := 0
+	for used[fmt.Sprintf("eth%d", i)] {
+		i++
+	}
+	return i
+}
+
+// Disconnect removes a container's link into a network it was connected
+// to; the network it started on stays until it stops.
+func (m *Manager) Disconnect(id, netName string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, err := m.network(netName)
+	if err != nil {
+		return err
+	}
+	for _, ep := range m.endpointsOf(id) {
+		if ep.Network != n.Name {
+			continue
+		}
+		if ep.Interface == "eth0" {
+			return fmt.Errorf("container %s runs on network %s: it leaves it when it stops: %w", id[:12], n.Name, errdefs.ErrConflict)
+		}
+		return m.unlink(ep)
+	}
+	return fmt.Errorf("container %s is not connected to network %s: %w", id[:12], n.Name, errdefs.ErrNotFound)
+}
+
+// unlink deletes one endpoint's veth pair and record.
+func (m *Manager) unlink(ep *Endpoint) error {
+	var errs []error
+	if l, err := netlink.LinkByName(ep.HostVeth); err == nil {
+		errs = append(errs, netlink.LinkDel(l))
+	}
+	errs = append(errs, m.cfg.DB.Update(func(tx *bolt.Tx) error { return tx.Bucket(endpointsBucket).Delete(ep.key()) }))
+	return errors.Join(errs...)
+}
+
 // Detach removes what Attach made for container id; what is gone already
 // is no error.
 func (m *Manager) Detach(id string) error {
@@ -188,8 +286,7 @@ func (m *Manager) Detach(id string) error {
 
 func (m *Manager) detach(id string) error {
 	var errs []error
-	ep, _ := m.Endpoint(id)
-	if ep != nil {
+	for _, ep := range m.endpointsOf(id) {
 		for _, p := range ep.Ports {
 			errs = append(errs, m.portRules(ep, p, false))
 		}
@@ -199,25 +296,46 @@ func (m *Manager) detach(id string) error {
 	// periods, tens of milliseconds that a container's stop need not wait.
 	errs = append(errs, deleteNetns(m.NetnsPath(id)))
 	errs = append(errs, m.cfg.DB.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(endpointsBucket).Delete([]byte(id))
+		b := tx.Bucket(endpointsBucket)
+		var keys [][]byte
+		c := b.Cursor()
+		for k, _ := c.Seek([]byte(id)); k != nil && bytes.HasPrefix(k, []byte(id)); k, _ = c.Next() {
+			keys = append(keys, slices.Clone(k))
+		}
+		for _, k := range keys {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
 	}))
 	return errors.Join(errs...)
 }
 
-// Endpoint is container id's endpoint, if attached.
-func (m *Manager) Endpoint(id string) (*Endpoint, bool) {
-	var ep *Endpoint
-	_ = m.cfg.DB.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(endpointsBucket).Get([]byte(id)); v != nil {
-			ep = &Endpoint{}
-			if json.Unmarshal(v, ep) != nil {
-				ep = nil
-			}
+// endpointsOf are a container's endpoints, eth0 first.
+func (m *Manager) endpointsOf(id string) []*Endpoint {
+	var out []*Endpoint
+	for _, ep := range m.Endpoints("") {
+		if ep.ID == id {
+			out = append(out, ep)
 		}
-		return nil
-	})
-	return ep, ep != nil
+	}
+	slices.SortFunc(out, func(a, b *Endpoint) int { return strings.Compare(a.Interface, b.Interface) })
+	return out
 }
+
+// Endpoint is container id's endpoint on the network it started on
+// (eth0), if attached.
+func (m *Manager) Endpoint(id string) (*Endpoint, bool) {
+	eps := m.endpointsOf(id)
+	if len(eps) == 0 {
+		return nil, false
+	}
+	return eps[0], true
+}
+
+// ContainerEndpoints are all of a container's endpoints, eth0 first.
+func (m *Manager) ContainerEndpoints(id string) []*Endpoint { return m.endpointsOf(id) }
 
 // Endpoints are the endpoints on network netName ("" for all).
 func (m *Manager) Endpoints(netName string) []*Endpoint {
@@ -240,7 +358,7 @@ func (m *Manager) save(ep *Endpoint) error {
 		if err != nil {
 			return err
 		}
-		return tx.Bucket(endpointsBucket).Put([]byte(ep.ID), b)
+		return tx.Bucket(endpointsBucket).Put(ep.key(), b)
 	})
 }
 
@@ -268,7 +386,7 @@ func (m *Manager) allocate(n *Network, ep *Endpoint) error {
 				if err != nil {
 					return err
 				}
-				return b.Put([]byte(ep.ID), data)
+				return b.Put(ep.key(), data)
 			}
 		}
 		return fmt.Errorf("no free address left in network %s (%s): %w", n.Name, subnet, errdefs.ErrUnavailable)
@@ -416,7 +534,7 @@ func (m *Manager) wire(n *Network, ep *Endpoint) (string, error) {
 	}
 	defer ns.Close()
 	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: ep.HostVeth, MTU: br.Attrs().MTU},
-		PeerName: "eth0", PeerNamespace: netlink.NsFd(ns)}
+		PeerName: ep.Interface, PeerNamespace: netlink.NsFd(ns)}
 	err = netlink.LinkAdd(veth)
 	if errors.Is(err, unix.EEXIST) {
 		// The pair of this container's last run, whose namespace the
@@ -439,7 +557,7 @@ func (m *Manager) wire(n *Network, ep *Endpoint) (string, error) {
 			return "", err
 		}
 	}
-	eth, err := h.LinkByName("eth0")
+	eth, err := h.LinkByName(ep.Interface)
 	if err != nil {
 		return "", err
 	}
@@ -451,8 +569,10 @@ func (m *Manager) wire(n *Network, ep *Endpoint) (string, error) {
 	if err := h.LinkSetUp(eth); err != nil {
 		return "", err
 	}
-	if err := h.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: n.gateway().AsSlice()}); err != nil {
-		return "", fmt.Errorf("default route via %s: %w", n.gateway(), err)
+	if ep.Interface == "eth0" {
+		if err := h.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: n.gateway().AsSlice()}); err != nil {
+			return "", fmt.Errorf("default route via %s: %w", n.gateway(), err)
+		}
 	}
 	host, err := netlink.LinkByName(ep.HostVeth)
 	if err != nil {
@@ -489,8 +609,10 @@ func (m *Manager) Reconcile(running func(id string) bool) error {
 		}
 	}
 	veths := map[string]bool{}
-	for id := range keep {
-		veths["veth"+id[:10]] = true
+	for _, ep := range m.Endpoints("") {
+		if keep[ep.ID] {
+			veths[ep.HostVeth] = true
+		}
 	}
 	for _, n := range m.Networks() {
 		br, err := netlink.LinkByName(n.Bridge)

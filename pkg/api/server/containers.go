@@ -46,8 +46,10 @@ type ContainerBackend interface {
 	ContainerRename(ctr *daemon.Container, name string) error
 	// ContainerSizeRw is the size of the container's writable layer.
 	ContainerSizeRw(ctr *daemon.Container) int64
-	// ContainerEndpoint is a running container's place on the bridge.
+	// ContainerEndpoint is a running container's place on the network it
+	// runs on; ContainerEndpoints adds those connected to it.
 	ContainerEndpoint(ctr *daemon.Container) (*network.Endpoint, bool)
+	ContainerEndpoints(ctr *daemon.Container) []*network.Endpoint
 }
 
 func (s *Server) createContainer(ctx context.Context, w http.ResponseWriter, r *http.Request, _ map[string]string) error {
@@ -487,7 +489,10 @@ func (s *Server) listContainers(_ context.Context, w http.ResponseWriter, r *htt
 		sum := containerSummary(ctr, st)
 		if ep, ok := s.b.ContainerEndpoint(ctr); ok {
 			sum.Ports = portSummaries(ep)
-			sum.NetworkSettings = &container.NetworkSettingsSummary{Networks: map[string]*nettypes.EndpointSettings{"bridge": endpointSettings(ep)}}
+			sum.NetworkSettings = &container.NetworkSettingsSummary{Networks: map[string]*nettypes.EndpointSettings{}}
+			for _, ep := range s.b.ContainerEndpoints(ctr) {
+				sum.NetworkSettings.Networks[ep.Network] = endpointSettings(ep)
+			}
 		}
 		out = append(out, sum)
 	}
@@ -565,8 +570,10 @@ func (s *Server) inspectContainer(_ context.Context, w http.ResponseWriter, _ *h
 		State: state, Image: ctr.ImageID.String(), Name: "/" + ctr.Name, Driver: s.b.StorageDriver(), Platform: "linux",
 		LogPath: s.b.ContainerLog(ctr), RestartCount: ctr.RestartCount, Config: ctr.Config, HostConfig: ctr.HostConfig, Mounts: []container.MountPoint{}}
 	resp.NetworkSettings = &container.NetworkSettings{Ports: nettypes.PortMap{}, Networks: map[string]*nettypes.EndpointSettings{}}
+	for _, ep := range s.b.ContainerEndpoints(ctr) {
+		resp.NetworkSettings.Networks[ep.Network] = endpointSettings(ep)
+	}
 	if ep, ok := s.b.ContainerEndpoint(ctr); ok {
-		resp.NetworkSettings.Networks["bridge"] = endpointSettings(ep)
 		for _, p := range ep.Ports {
 			port, err := nettypes.ParsePort(fmt.Sprintf("%d/%s", p.ContainerPort, p.Proto))
 			if err != nil {
@@ -584,7 +591,7 @@ func (s *Server) inspectContainer(_ context.Context, w http.ResponseWriter, _ *h
 
 // endpointSettings is a container's endpoint as Docker describes it.
 func endpointSettings(ep *network.Endpoint) *nettypes.EndpointSettings {
-	es := &nettypes.EndpointSettings{NetworkID: "bridge", EndpointID: ep.ID, IPPrefixLen: ep.Prefix}
+	es := &nettypes.EndpointSettings{NetworkID: ep.Network, EndpointID: ep.ID, IPPrefixLen: ep.Prefix}
 	es.IPAddress, _ = netip.ParseAddr(ep.IP)
 	es.Gateway, _ = netip.ParseAddr(ep.Gateway)
 	if mac, err := net.ParseMAC(ep.MAC); err == nil {

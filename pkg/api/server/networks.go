@@ -11,6 +11,7 @@ import (
 	"github.com/moby/moby/api/types/events"
 	nettypes "github.com/moby/moby/api/types/network"
 
+	"github.com/berth-containers/berth/pkg/daemon"
 	"github.com/berth-containers/berth/pkg/network"
 )
 
@@ -21,6 +22,8 @@ type NetworkBackend interface {
 	NetworkCreate(name, subnet string, labels map[string]string) (*network.Network, error)
 	NetworkRemove(ref string) error
 	NetworkEndpoints(name string) []*network.Endpoint
+	NetworkConnect(ctr *daemon.Container, netName string) error
+	NetworkDisconnect(ctr *daemon.Container, netName string) error
 }
 
 // The networks that are modes rather than bridges, as Docker lists them.
@@ -132,4 +135,43 @@ func (s *Server) removeNetwork(_ context.Context, w http.ResponseWriter, _ *http
 // networkEvent publishes a network event, as Docker names them.
 func (s *Server) networkEvent(action events.Action, n *network.Network) {
 	s.eventBus.Publish(events.NetworkEventType, action, n.ID, map[string]string{"name": n.Name, "type": "bridge"})
+}
+
+func (s *Server) connectNetwork(_ context.Context, w http.ResponseWriter, r *http.Request, vars map[string]string) error {
+	var req nettypes.ConnectRequest
+	if err := decodeJSON(r, w, &req); err != nil {
+		return err
+	}
+	if ec := req.EndpointConfig; ec != nil && ((ec.IPAMConfig != nil && (ec.IPAMConfig.IPv4Address.IsValid() || ec.IPAMConfig.IPv6Address.IsValid())) ||
+		len(ec.Aliases) > 0 || len(ec.Links) > 0) {
+		return errBadRequestf("--ip, --alias and --link are not supported")
+	}
+	return s.networkChange(w, vars["id"], req.Container, "connect", s.b.NetworkConnect)
+}
+
+func (s *Server) disconnectNetwork(_ context.Context, w http.ResponseWriter, r *http.Request, vars map[string]string) error {
+	var req nettypes.DisconnectRequest
+	if err := decodeJSON(r, w, &req); err != nil {
+		return err
+	}
+	return s.networkChange(w, vars["id"], req.Container, "disconnect", s.b.NetworkDisconnect)
+}
+
+// networkChange connects or disconnects a container, as the request's
+// route and body name them.
+func (s *Server) networkChange(w http.ResponseWriter, netRef, ctrRef string, action events.Action, fn func(*daemon.Container, string) error) error {
+	n, err := s.b.Network(netRef)
+	if err != nil {
+		return err
+	}
+	ctr, err := s.b.Container(ctrRef)
+	if err != nil {
+		return err
+	}
+	if err := fn(ctr, n.Name); err != nil {
+		return err
+	}
+	s.eventBus.Publish(events.NetworkEventType, action, n.ID, map[string]string{"name": n.Name, "type": "bridge", "container": ctr.ID})
+	w.WriteHeader(http.StatusOK)
+	return nil
 }

@@ -42,6 +42,8 @@ func (s *Server) routes() []route {
 		{"POST", "/networks/create", s.createNetwork},
 		{"GET", "/networks/{id}", s.inspectNetwork},
 		{"DELETE", "/networks/{id}", s.removeNetwork},
+		{"POST", "/networks/{id}/connect", s.connectNetwork},
+		{"POST", "/networks/{id}/disconnect", s.disconnectNetwork},
 		{"GET", "/images/json", s.listImages},
 		{"POST", "/images/create", s.createImage},
 		{"POST", "/images/load", s.loadImages},
