@@ -306,7 +306,7 @@ func TestUserNetworks(t *testing.T) {
 		t.Errorf("disconnecting the network a container runs on: %v %s", err, out)
 	}
 	d.berthOK(t, "network", "disconnect", "appnet", "client")
-	if out := d.berthOK(t, "exec", "client", "sh", "-c", "ls /sys/class/net | sort | tr '\n' ' '; grep -c db /etc/hosts || true"); out != "eth0 lo 0\n" {
+	if out := d.berthOK(t, "exec", "client", "sh", "-c", "ls /sys/class/net | sort | tr '\n' ' '; grep -cw db /etc/hosts || true"); out != "eth0 lo 0\n" {
 		t.Errorf("after disconnect: %q", out)
 	}
 	d.berthOK(t, "rm", "-f", "db", "client")

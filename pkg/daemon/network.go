@@ -315,38 +315,52 @@ func (c *containers) joinNetwork(ctr *Container, target string) error {
 // NetworkConnect connects a container to a user's network: now, if it
 // runs, and at each later start.
 func (d *Daemon) NetworkConnect(ctr *Container, netName string) error {
-	defer d.ctrs.lock(ctr.ID)()
-	cur, err := d.ctrs.Get(ctr.ID)
-	if err != nil {
-		return err
-	}
-	n, err := d.net.Network(netName)
-	if err != nil {
-		return err
-	}
-	if !bridged(cur.HostConfig) {
-		return invalid(fmt.Errorf("container %s is on network %q: it cannot be connected to others", cur.Name, cur.HostConfig.NetworkMode))
-	}
-	if n.Name == networkOf(cur.HostConfig) || slices.Contains(cur.Networks, n.Name) {
-		return fmt.Errorf("endpoint with name %s already exists in network %s: %w", cur.Name, n.Name, errdefs.ErrConflict)
-	}
-	if d.ctrs.State(cur).Status == container.StateRunning {
-		if _, err := d.net.Connect(cur.ID, n.Name); err != nil {
+	return d.changeNetworks(ctr, netName, func(cur *Container, n *network.Network, running bool) error {
+		if !bridged(cur.HostConfig) {
+			return invalid(fmt.Errorf("container %s is on network %q: it cannot be connected to others", cur.Name, cur.HostConfig.NetworkMode))
+		}
+		if n.Name == networkOf(cur.HostConfig) || slices.Contains(cur.Networks, n.Name) {
+			return fmt.Errorf("endpoint with name %s already exists in network %s: %w", cur.Name, n.Name, errdefs.ErrConflict)
+		}
+		if running {
+			if _, err := d.net.Connect(cur.ID, n.Name); err != nil {
+				return err
+			}
+		}
+		cur.Networks = append(cur.Networks, n.Name)
+		if err := d.ctrs.save(cur); err != nil {
+			_ = d.net.Disconnect(cur.ID, n.Name)
 			return err
 		}
-	}
-	cur.Networks = append(cur.Networks, n.Name)
-	if err := d.ctrs.save(cur); err != nil {
-		_ = d.net.Disconnect(cur.ID, n.Name)
-		return err
-	}
-	d.ctrs.refreshHosts(n.Name)
-	return nil
+		return nil
+	})
 }
 
 // NetworkDisconnect disconnects a container from a network it was
 // connected to.
 func (d *Daemon) NetworkDisconnect(ctr *Container, netName string) error {
+	return d.changeNetworks(ctr, netName, func(cur *Container, n *network.Network, running bool) error {
+		if n.Name == networkOf(cur.HostConfig) && bridged(cur.HostConfig) {
+			return fmt.Errorf("container %s runs on network %s: run it on another to leave this one: %w", cur.Name, n.Name, errdefs.ErrConflict)
+		}
+		i := slices.Index(cur.Networks, n.Name)
+		if i < 0 {
+			return fmt.Errorf("container %s is not connected to network %s: %w", cur.Name, n.Name, errdefs.ErrNotFound)
+		}
+		if running {
+			if err := d.net.Disconnect(cur.ID, n.Name); err != nil {
+				return err
+			}
+		}
+		cur.Networks = slices.Delete(cur.Networks, i, i+1)
+		return d.ctrs.save(cur)
+	})
+}
+
+// changeNetworks runs change on the container's current record and the
+// network, under the container's lock, then rewrites the /etc/hosts of
+// the network's members and the container's own.
+func (d *Daemon) changeNetworks(ctr *Container, netName string, change func(cur *Container, n *network.Network, running bool) error) error {
 	defer d.ctrs.lock(ctr.ID)()
 	cur, err := d.ctrs.Get(ctr.ID)
 	if err != nil {
@@ -356,25 +370,15 @@ func (d *Daemon) NetworkDisconnect(ctr *Container, netName string) error {
 	if err != nil {
 		return err
 	}
-	if n.Name == networkOf(cur.HostConfig) && bridged(cur.HostConfig) {
-		return fmt.Errorf("container %s runs on network %s: run it on another to leave this one: %w", cur.Name, n.Name, errdefs.ErrConflict)
-	}
-	i := slices.Index(cur.Networks, n.Name)
-	if i < 0 {
-		return fmt.Errorf("container %s is not connected to network %s: %w", cur.Name, n.Name, errdefs.ErrNotFound)
-	}
-	if d.ctrs.State(cur).Status == container.StateRunning {
-		if err := d.net.Disconnect(cur.ID, n.Name); err != nil {
-			return err
-		}
-	}
-	cur.Networks = slices.Delete(cur.Networks, i, i+1)
-	if err := d.ctrs.save(cur); err != nil {
+	running := d.ctrs.State(cur).Status == container.StateRunning
+	if err := change(cur, n, running); err != nil {
 		return err
 	}
 	d.ctrs.refreshHosts(n.Name)
-	if err := d.ctrs.writeHostsOf(cur.ID); err != nil {
-		slog.Warn("write /etc/hosts", "container", cur.ID, "err", err)
+	if running {
+		if err := d.ctrs.writeHostsOf(cur.ID); err != nil {
+			slog.Warn("write /etc/hosts", "container", cur.ID, "err", err)
+		}
 	}
 	return nil
 }
