@@ -213,14 +213,14 @@ func secondHost(t *testing.T) peerHost {
 	return peerHost{netns: name, hostIP: subnet + "1"}
 }
 
-// TestNetworkCyclesAndDaemonKill: many run/rm cycles with a published port,
+// TestNetworkCyclesAndDaemonKill: 100 run/rm cycles with a published port,
 // then a daemon killed while a container stops, leave no veth, rule,
 // namespace or address taken.
 func TestNetworkCyclesAndDaemonKill(t *testing.T) {
 	t.Parallel()
 	d := withBusybox(t)
 	testutil.Require(t, "iptables")
-	for i := range 30 {
+	for i := range 100 {
 		out := d.berthOK(t, "run", "--rm", "-p", fmt.Sprintf("127.0.0.1:%d:80", freePort(t, "tcp")), "busybox", "sh", "-c", "tail -1 /etc/hosts")
 		if !strings.HasPrefix(out, strings.TrimSuffix(d.bip, "1/24")) {
 			t.Fatalf("cycle %d: /etc/hosts ends %q", i, out)

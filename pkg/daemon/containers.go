@@ -583,8 +583,16 @@ func (c *containers) start(ctx context.Context, ctr *Container, restart bool) er
 	if cur, err := c.Get(ctr.ID); err == nil {
 		*ctr = *cur
 	}
-	if restart && ctr.ManuallyStopped {
-		return nil
+	if restart {
+		// Counted and saved under the lock: a stop that marked the
+		// container meanwhile is seen here, never overwritten.
+		if ctr.ManuallyStopped {
+			return nil
+		}
+		ctr.RestartCount++
+		if err := c.save(ctr); err != nil {
+			return err
+		}
 	}
 	if st := c.State(ctr); st.Status == container.StateRunning {
 		return nil // docker start of a running container is no error
@@ -740,13 +748,16 @@ func (c *containers) Kill(ctr *Container, sig syscall.Signal) error {
 		return err
 	}
 	if sig == syscall.SIGKILL || sig == syscall.SIGTERM {
+		unlock := c.lock(ctr.ID) // as in Stop: a restart never overwrites the mark
 		c.markStopped(ctr)
+		unlock()
 	}
 	return rc.Kill(sig)
 }
 
 // markStopped records that the user stopped the container, which the
-// restart policies (but for always, on a daemon restart) respect.
+// restart policies (but for always, on a daemon restart) respect. The
+// caller holds the container's lock.
 func (c *containers) markStopped(ctr *Container) {
 	if cur, err := c.Get(ctr.ID); err == nil && !cur.ManuallyStopped {
 		cur.ManuallyStopped = true
@@ -881,10 +892,6 @@ func (c *containers) maybeRestart(ctr *Container, st ContainerState) {
 		}
 		cur, err := c.Get(ctr.ID)
 		if err != nil || cur.ManuallyStopped || c.d.closing.Load() {
-			return
-		}
-		cur.RestartCount++
-		if err := c.save(cur); err != nil {
 			return
 		}
 		if err := c.start(context.Background(), cur, true); err != nil {
