@@ -3,7 +3,8 @@
 # berth/busybox from Debian's busybox-static (no network needed), and run containers from
 # it with the berth client: one that shows it is contained, one in the background that
 # `ps`, `logs` and `exec` look at; then build an image from a Dockerfile twice (the second
-# time from the cache) and run it. berthd and the containers are stopped at the end.
+# time from the cache) and run it; then serve a file from it on a port published on
+# 127.0.0.1. berthd and the containers are stopped at the end.
 # Needs root and bin/berthd, bin/berth.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ bin/berthd --root "$work/root" -H "unix://$sock" --config-file /dev/null --cgrou
 berthd_pid=$!
 berth() { bin/berth -H "unix://$sock" "$@"; }
 stop() {
-	berth rm -f demo-web >/dev/null 2>&1 || true
+	berth rm -f demo-web demo-http >/dev/null 2>&1 || true
 	kill "$berthd_pid" 2>/dev/null && wait "$berthd_pid" 2>/dev/null || true
 	rmdir /sys/fs/cgroup/*/berth-demo /sys/fs/cgroup/berth-demo 2>/dev/null || true
 }
@@ -65,3 +66,12 @@ DOCKERFILE
 berth build -t demo/hello "$work/app"
 berth build -t demo/hello "$work/app" | grep -c "Using cache" | sed 's/^/cached steps on the rebuild: /'
 berth run --rm demo/hello
+
+echo "== the bridge network: that image's server on a published port of 127.0.0.1"
+echo "hello over the bridge" >"$work/index.html"
+berth run -d --name demo-http -p 127.0.0.1::80 -v "$work/index.html:/www/index.html:ro" demo/hello \
+	busybox httpd -f -p 80 -h /www >/dev/null
+port=$(berth port demo-http 80/tcp)
+echo "published: 80/tcp -> $port; the container is at $(berth inspect -f '{{.NetworkSettings.Networks.bridge.IPAddress}}' demo-http)"
+for _ in $(seq 50); do busybox wget -qO- "http://$port/" 2>/dev/null && break; sleep 0.1; done
+berth rm -f demo-http >/dev/null
