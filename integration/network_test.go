@@ -169,9 +169,14 @@ func TestBridgeNetwork(t *testing.T) {
 	if now := d.links(t); now != veths {
 		t.Errorf("the failed start left links:\n%s\nbefore:\n%s", now, veths)
 	}
+	// A range of host ports: the first free one of it.
+	d.berthOK(t, "run", "-d", "--name", "ranged", "-p", fmt.Sprintf("127.0.0.1:%d-%d:80", port, port+20), "busybox", "sleep", "60")
+	if got := d.berthOK(t, "port", "ranged", "80"); got == fmt.Sprintf("127.0.0.1:%d\n", port) || !strings.HasPrefix(got, "127.0.0.1:") {
+		t.Errorf("a port from a range whose first is taken: %q", got)
+	}
 
 	// Stopping removes what the container had on the host.
-	d.berthOK(t, "rm", "-f", "web", "web2", "echo", "all", "clash")
+	d.berthOK(t, "rm", "-f", "web", "web2", "echo", "all", "clash", "ranged")
 	// The kernel tears a namespace, and the veth in it, down on its own time.
 	eventually(t, "the veths leave the bridge", func() bool { return d.links(t) == "" })
 	if rules := d.rules(); rules != "" {

@@ -222,11 +222,19 @@ func publishedPorts(ctr *Container) ([]network.Port, error) {
 				p.HostIP = b.HostIP.String()
 			}
 			if b.HostPort != "" {
-				n, err := strconv.Atoi(b.HostPort)
-				if err != nil || n < 1 || n > 65535 {
-					return nil, fmt.Errorf("host port %q of %s: want one port number (ranges are not supported)", b.HostPort, port)
+				lo, hi, isRange := strings.Cut(b.HostPort, "-")
+				n, err := strconv.Atoi(lo)
+				m := n
+				if isRange {
+					m, err = strconv.Atoi(hi)
+				}
+				if err != nil || n < 1 || m > 65535 || m < n {
+					return nil, fmt.Errorf("host port %q of %s: want a port number or a range such as 8000-8010", b.HostPort, port)
 				}
 				p.HostPort = n
+				if isRange {
+					p.HostPortEnd = m
+				}
 			}
 			out = append(out, p)
 		}

@@ -64,8 +64,9 @@ func (n *Network) GatewayIP() string { return n.gateway().String() }
 
 // Port is a published port.
 type Port struct {
-	HostIP        string `json:"hostIP,omitempty"` // "" for every address
-	HostPort      int    `json:"hostPort"`         // 0: any free port, chosen at Attach
+	HostIP        string `json:"hostIP,omitempty"`      // "" for every address
+	HostPort      int    `json:"hostPort"`              // 0: any free port, chosen at Attach
+	HostPortEnd   int    `json:"hostPortEnd,omitempty"` // with HostPort, a range to choose a free one from
 	ContainerPort int    `json:"containerPort"`
 	Proto         string `json:"proto"` // tcp or udp
 }
@@ -422,19 +423,37 @@ func (m *Manager) checkPorts(id string, ports []Port) ([]Port, error) {
 				return nil, fmt.Errorf("host address %q of port %d: want an IPv4 address: %w", p.HostIP, p.ContainerPort, errdefs.ErrInvalidArgument)
 			}
 		}
-		hostPort, err := holdPort(p)
-		if err != nil || taken[fmt.Sprintf("%s/%d", p.Proto, hostPort)] {
-			ip := p.HostIP
-			if ip == "" {
-				ip = "0.0.0.0"
-			}
-			//lint:ignore ST1005 Docker's words
-			return nil, fmt.Errorf("Bind for %s:%d failed: port is already allocated: %w", ip, p.HostPort, errdefs.ErrConflict)
+		hostPort, err := freePort(p, taken)
+		if err != nil {
+			return nil, err
 		}
-		out[i].HostPort = hostPort
+		out[i].HostPort, out[i].HostPortEnd = hostPort, 0
 		taken[fmt.Sprintf("%s/%d", p.Proto, hostPort)] = true
 	}
 	return out, nil
+}
+
+// freePort is p's host port if free, or the first free one of its range,
+// or one the kernel picks for port 0.
+func freePort(p Port, taken map[string]bool) (int, error) {
+	last := max(p.HostPortEnd, p.HostPort)
+	for port := p.HostPort; port <= last; port++ {
+		try := p
+		try.HostPort = port
+		if got, err := holdPort(try); err == nil && !taken[fmt.Sprintf("%s/%d", p.Proto, got)] {
+			return got, nil
+		}
+	}
+	ip := p.HostIP
+	if ip == "" {
+		ip = "0.0.0.0"
+	}
+	want := strconv.Itoa(p.HostPort)
+	if p.HostPortEnd > p.HostPort {
+		want += "-" + strconv.Itoa(p.HostPortEnd)
+	}
+	//lint:ignore ST1005 Docker's words
+	return 0, fmt.Errorf("Bind for %s:%s failed: port is already allocated: %w", ip, want, errdefs.ErrConflict)
 }
 
 // holdPort checks that the host port is free by binding it for a moment;
