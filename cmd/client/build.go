@@ -261,13 +261,6 @@ func (c *cli) pruneBuildCache(cmd *cobra.Command, all bool) error {
 	if err != nil {
 		return err
 	}
-	out := cmd.OutOrStdout()
-	if len(res.Report.CachesDeleted) > 0 {
-		fmt.Fprintln(out, "Deleted build cache objects:")
-		for _, id := range res.Report.CachesDeleted {
-			fmt.Fprintln(out, id)
-		}
-	}
-	fmt.Fprintln(out, "Total reclaimed space:", units.HumanSize(float64(res.Report.SpaceReclaimed)))
+	printPruned(cmd.OutOrStdout(), "Deleted build cache objects:", res.Report.CachesDeleted, res.Report.SpaceReclaimed)
 	return nil
 }

@@ -526,16 +526,20 @@ func (c *cli) pruneContainers(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	out := cmd.OutOrStdout()
-	if len(res.Report.ContainersDeleted) > 0 {
-		fmt.Fprintln(out, "Deleted Containers:")
-		for _, id := range res.Report.ContainersDeleted {
+	printPruned(cmd.OutOrStdout(), "Deleted Containers:", res.Report.ContainersDeleted, res.Report.SpaceReclaimed)
+	return nil
+}
+
+// printPruned prints what a prune deleted, as docker does.
+func printPruned(out io.Writer, title string, ids []string, reclaimed uint64) {
+	if len(ids) > 0 {
+		fmt.Fprintln(out, title)
+		for _, id := range ids {
 			fmt.Fprintln(out, id)
 		}
 		fmt.Fprintln(out)
 	}
-	fmt.Fprintf(out, "Total reclaimed space: %s\n", units.HumanSize(float64(res.Report.SpaceReclaimed)))
-	return nil
+	fmt.Fprintf(out, "Total reclaimed space: %s\n", units.HumanSize(float64(reclaimed)))
 }
 
 // confirm asks a yes/no question on the terminal.
