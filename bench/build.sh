@@ -4,8 +4,7 @@
 #
 # Cold: --no-cache, so every RUN, COPY and config step runs again (the base image is
 # stored already). Cached: nothing changed since the last build, so every step is a hit.
-# RUN steps have no network on every engine (--network none; berth's default is a network
-# namespace of its own until bridge networking lands).
+# RUN steps have no network on every engine (--network none).
 #
 # Peers and berthd are set up by bench/engine.sh.
 # Env: RUNS (default 10), WARMUP (default 2), OUT (results dir), PEERS (../shared/peers).
@@ -47,11 +46,11 @@ EOF
 dockerfile busybox >"$ctx/Dockerfile"
 dockerfile localhost/busybox >"$ctx/Dockerfile.podman"
 
-berth build -q -t bench/app "$ctx" >/dev/null
+berth build -q --network none -t bench/app "$ctx" >/dev/null
 podman build -q --network none -t bench/app -f "$ctx/Dockerfile.podman" "$ctx" >/dev/null
-rows_cold=(-n "berth build --no-cache" "bin/berth -H unix://$sock build -q --no-cache -t bench/app $ctx"
+rows_cold=(-n "berth build --no-cache" "bin/berth -H unix://$sock build -q --no-cache --network none -t bench/app $ctx"
 	-n "podman build --no-cache" "podman build -q --no-cache --network none -t bench/app -f $ctx/Dockerfile.podman $ctx")
-rows_cached=(-n "berth build (cached)" "bin/berth -H unix://$sock build -q -t bench/app $ctx"
+rows_cached=(-n "berth build (cached)" "bin/berth -H unix://$sock build -q --network none -t bench/app $ctx"
 	-n "podman build (cached)" "podman build -q --network none -t bench/app -f $ctx/Dockerfile.podman $ctx")
 if dockerd_up; then
 	DOCKER_BUILDKIT=0 "$DOCKER" build -q --network none -t bench/app "$ctx" >/dev/null

@@ -229,6 +229,10 @@ RUN exit 9
 	if !strings.Contains(out, "mem=50331648 links=1") {
 		t.Errorf("RUN with --memory 48m --network none:\n%s", out)
 	}
+	out = d.berthOK(t, "build", "--no-cache", limited)
+	if !strings.Contains(out, "links=2") {
+		t.Errorf("RUN on the default bridge should have lo and eth0:\n%s", out)
+	}
 }
 
 func writeTarGz(t *testing.T, path string, files map[string]string) {
@@ -445,6 +449,11 @@ func TestBuildFromScratch(t *testing.T) {
 	}
 	if layers := d.dockerOK(t, "inspect", "--format", "{{len .RootFS.Layers}}", "tiny"); strings.TrimSpace(layers) != "3" {
 		t.Errorf("layers: %s (want 3: two COPY and a RUN)", layers)
+	}
+	// The RUN was on the bridge with /etc files bound; none of their
+	// mount points stayed in the image.
+	if out, err := d.berth(t, "", "run", "--rm", "--network", "none", "tiny", "/etc/hosts"); err == nil || !strings.Contains(out, "No such file") {
+		t.Errorf("the image has an /etc/hosts: %v %s", err, out)
 	}
 	out = d.berthOK(t, "build", "--no-cache", "-t", "tiny", ctx)
 	if strings.Contains(out, "Using cache") {

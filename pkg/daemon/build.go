@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"maps"
@@ -14,10 +15,12 @@ import (
 	"time"
 
 	"github.com/moby/moby/api/types/container"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berth-containers/berth/pkg/image"
 	"github.com/berth-containers/berth/pkg/image/build"
 	"github.com/berth-containers/berth/pkg/image/snapshot"
+	"github.com/berth-containers/berth/pkg/network"
 	"github.com/berth-containers/berth/pkg/runtime"
 )
 
@@ -93,6 +96,38 @@ func (b *builds) Run(ctx context.Context, st build.RunStep) (int, error) {
 		return -1, err
 	}
 	defer os.RemoveAll(bundle)
+	if st.Network == "" {
+		// As Docker's classic builder: RUN on the default bridge, with
+		// the /etc files a container gets (the builder drops the empty
+		// mount points this leaves in a layer).
+		ep, err := b.d.net.Attach(st.ID, network.DefaultNetwork, nil)
+		if err != nil {
+			return -1, fmt.Errorf("attach the RUN step to the bridge: %w", err)
+		}
+		defer func() {
+			if err := b.d.net.Detach(st.ID); err != nil {
+				slog.Warn("detach a RUN step from the bridge", "err", err)
+			}
+		}()
+		for i, ns := range spec.Linux.Namespaces {
+			if ns.Type == specs.NetworkNamespace {
+				spec.Linux.Namespaces[i].Path = b.d.net.NetnsPath(st.ID)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(bundle, "hostname"), []byte(spec.Hostname+"\n"), 0o644); err != nil {
+			return -1, err
+		}
+		if err := os.WriteFile(filepath.Join(bundle, "resolv.conf"), resolvConf(), 0o644); err != nil {
+			return -1, err
+		}
+		if err := writeHosts(bundle, spec.Hostname, ep.IP); err != nil {
+			return -1, err
+		}
+		for _, f := range netFiles {
+			spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/etc/" + f, Type: "bind",
+				Source: filepath.Join(bundle, f), Options: []string{"rbind", "rprivate"}})
+		}
+	}
 	data, err := json.Marshal(spec)
 	if err != nil {
 		return -1, err

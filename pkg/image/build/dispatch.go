@@ -220,6 +220,10 @@ func (bs *buildState) run(st *stage, c *instructions.RunCommand) error {
 		if err := mkdirIn(rootfs, cwd); err != nil {
 			return err
 		}
+		// The runner may bind files over these; a mount point it had to
+		// make for one is no change of the step's, and is dropped.
+		placeholders := missingFiles(rootfs, "etc/hosts", "etc/hostname", "etc/resolv.conf", "etc")
+		defer dropEmpty(rootfs, placeholders)
 		id := newID()
 		fmt.Fprintf(bs.out, " ---> Running in %s\n", id[:12])
 		code, err := bs.b.Runner.Run(bs.ctx, RunStep{ID: id, Rootfs: rootfs, Args: args, Env: env, Cwd: cwd,
@@ -255,6 +259,38 @@ func (st *stage) inWorkdir(p string) string {
 		wd = "/"
 	}
 	return path.Join(wd, p)
+}
+
+// missingFiles are those of names (relative) that rootfs lacks.
+func missingFiles(rootfs string, names ...string) []string {
+	root, err := os.OpenRoot(rootfs)
+	if err != nil {
+		return nil
+	}
+	defer root.Close()
+	var out []string
+	for _, n := range names {
+		if _, err := root.Lstat(n); err != nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// dropEmpty removes those of names that are now empty regular files or
+// empty directories, in order.
+func dropEmpty(rootfs string, names []string) {
+	root, err := os.OpenRoot(rootfs)
+	if err != nil {
+		return
+	}
+	defer root.Close()
+	for _, n := range names {
+		fi, err := root.Lstat(n)
+		if err == nil && (fi.IsDir() || fi.Mode().IsRegular() && fi.Size() == 0) {
+			_ = root.Remove(n) // a directory goes only if empty
+		}
+	}
 }
 
 // mkdirIn makes dir (absolute, in the image) inside rootfs, resolving
