@@ -182,12 +182,14 @@ func (f *createFlags) configs(args []string) (*container.Config, *container.Host
 		}
 		hc.PortBindings = network.PortMap{}
 		for _, p := range f.publish {
-			port, binding, err := parsePublish(p)
+			ports, bindings, err := parsePublishRange(p)
 			if err != nil {
 				return nil, nil, err
 			}
-			cfg.ExposedPorts[port] = struct{}{}
-			hc.PortBindings[port] = append(hc.PortBindings[port], binding)
+			for i, port := range ports {
+				cfg.ExposedPorts[port] = struct{}{}
+				hc.PortBindings[port] = append(hc.PortBindings[port], bindings[i])
+			}
 		}
 	}
 	return cfg, hc, nil
@@ -279,6 +281,60 @@ func parseGPUs(s string) (container.DeviceRequest, error) {
 }
 
 // parsePublish reads -p [IP:][HOSTPORT:]PORT[/PROTO].
+// parsePublishRange is parsePublish with a range of container ports
+// ("8000-8002:80-82", or "80-82" alone), one binding per port, as docker.
+func parsePublishRange(s string) ([]network.Port, []network.PortBinding, error) {
+	rest, proto, hasProto := strings.Cut(s, "/")
+	cut := strings.LastIndex(rest, ":")
+	cports := rest[cut+1:]
+	lo, hi, isRange := strings.Cut(cports, "-")
+	if !isRange {
+		port, b, err := parsePublish(s)
+		return []network.Port{port}, []network.PortBinding{b}, err
+	}
+	first, err1 := strconv.Atoi(lo)
+	last, err2 := strconv.Atoi(hi)
+	if err1 != nil || err2 != nil || last < first {
+		return nil, nil, fmt.Errorf("-p %q: invalid range of container ports %q", s, cports)
+	}
+	host := ""
+	if cut >= 0 {
+		host = rest[:cut]
+	}
+	hostIP, hostPorts := "", host
+	if i := strings.LastIndex(host, ":"); i >= 0 {
+		hostIP, hostPorts = host[:i+1], host[i+1:]
+	}
+	hlo, hhi, hostRange := strings.Cut(hostPorts, "-")
+	hfirst, _ := strconv.Atoi(hlo)
+	if hostPorts != "" {
+		hlast, err := strconv.Atoi(hhi)
+		if !hostRange || err != nil || hlast-hfirst != last-first {
+			return nil, nil, fmt.Errorf("-p %q: the host and container port ranges differ in length", s)
+		}
+	}
+	var ports []network.Port
+	var bindings []network.PortBinding
+	for i := 0; i <= last-first; i++ {
+		one := hostIP
+		if hostPorts != "" {
+			one += strconv.Itoa(hfirst+i) + ":"
+		} else if host != "" {
+			one += ":"
+		}
+		one += strconv.Itoa(first + i)
+		if hasProto {
+			one += "/" + proto
+		}
+		port, b, err := parsePublish(one)
+		if err != nil {
+			return nil, nil, err
+		}
+		ports, bindings = append(ports, port), append(bindings, b)
+	}
+	return ports, bindings, nil
+}
+
 func parsePublish(s string) (network.Port, network.PortBinding, error) {
 	var b network.PortBinding
 	rest, proto, _ := strings.Cut(s, "/")

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+func TestParsePublishRange(t *testing.T) {
+	for spec, want := range map[string]string{
+		"80":                        "80/tcp->:",
+		"8080:80/udp":               "80/udp->:8080",
+		"127.0.0.1::80":             "80/tcp->127.0.0.1:",
+		"8000-8001:80-81":           "80/tcp->:8000 81/tcp->:8001",
+		"127.0.0.1:9000-9002:70-72": "70/tcp->127.0.0.1:9000 71/tcp->127.0.0.1:9001 72/tcp->127.0.0.1:9002",
+		"53-54/udp":                 "53/udp->: 54/udp->:",
+		"127.0.0.1::53-54/udp":      "53/udp->127.0.0.1: 54/udp->127.0.0.1:",
+		"127.0.0.1:8000-8010:80":    "80/tcp->127.0.0.1:8000-8010",
+	} {
+		ports, bindings, err := parsePublishRange(spec)
+		if err != nil {
+			t.Errorf("%s: %v", spec, err)
+			continue
+		}
+		var got []string
+		for i, p := range ports {
+			ip := ""
+			if bindings[i].HostIP.IsValid() {
+				ip = bindings[i].HostIP.String()
+			}
+			got = append(got, fmt.Sprintf("%s->%s:%s", p, ip, bindings[i].HostPort))
+		}
+		if strings.Join(got, " ") != want {
+			t.Errorf("%s: %s, want %s", spec, strings.Join(got, " "), want)
+		}
+	}
+	for _, bad := range []string{"8000-8002:80-81", "8000:80-81", "82-80", "1:2:3:4"} {
+		if _, _, err := parsePublishRange(bad); err == nil {
+			t.Errorf("%s: accepted", bad)
+		}
+	}
+}
