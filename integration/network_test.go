@@ -315,6 +315,12 @@ func TestUserNetworks(t *testing.T) {
 		t.Errorf("after disconnect: %q", out)
 	}
 	d.berthOK(t, "rm", "-f", "db", "client")
+	d.dockerOK(t, "network", "create", "unused")
+	d.berthOK(t, "create", "--name", "holder", "--network", "appnet", "busybox", "true")
+	if out := d.dockerOK(t, "network", "prune", "-f"); !strings.Contains(out, "unused") || strings.Contains(out, "appnet") {
+		t.Errorf("network prune should remove unused only (a stopped container holds appnet):\n%s", out)
+	}
+	d.berthOK(t, "rm", "holder")
 	d.dockerOK(t, "network", "rm", "appnet")
 	if out, err := exec.Command("iptables", "-t", "nat", "-S").CombinedOutput(); err == nil && strings.Contains(string(out), subnet) {
 		t.Errorf("rules of the removed network left:\n%s", grepLines(string(out), subnet))

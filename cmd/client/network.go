@@ -127,8 +127,37 @@ func (c *cli) networkCmd() *cobra.Command {
 			return err
 		},
 	}
-	cmd.AddCommand(create, ls, rm, inspect, connect, disconnect)
+	var force bool
+	prune := &cobra.Command{
+		Use: "prune", Short: "Remove the networks no container uses", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !force && !confirm(cmd, "WARNING! This will remove all custom networks not used by at least one container.") {
+				return nil
+			}
+			return c.pruneNetworks(cmd)
+		},
+	}
+	prune.Flags().BoolVarP(&force, "force", "f", false, "do not ask for confirmation")
+	cmd.AddCommand(create, ls, rm, inspect, connect, disconnect, prune)
 	return cmd
+}
+
+func (c *cli) pruneNetworks(cmd *cobra.Command) error {
+	api, err := c.client()
+	if err != nil {
+		return err
+	}
+	res, err := api.NetworkPrune(cmd.Context(), client.NetworkPruneOptions{})
+	if err != nil {
+		return err
+	}
+	if len(res.Report.NetworksDeleted) > 0 {
+		fmt.Fprintln(cmd.OutOrStdout(), "Deleted Networks:")
+		for _, n := range res.Report.NetworksDeleted {
+			fmt.Fprintln(cmd.OutOrStdout(), n)
+		}
+	}
+	return nil
 }
 
 // networkRow is what `network ls --format` templates see.

@@ -90,10 +90,13 @@ func (c *cli) systemCmd() *cobra.Command {
 			if all {
 				what = "images without at least one container"
 			}
-			if !force && !confirm(cmd, "WARNING! This will remove all stopped containers, all "+what+" and all build cache.") {
+			if !force && !confirm(cmd, "WARNING! This will remove all stopped containers, all networks not used by at least one container, all "+what+" and all build cache.") {
 				return nil
 			}
 			if err := c.pruneContainers(cmd); err != nil {
+				return err
+			}
+			if err := c.pruneNetworks(cmd); err != nil {
 				return err
 			}
 			if err := c.pruneImages(cmd, all); err != nil {

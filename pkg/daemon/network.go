@@ -395,3 +395,30 @@ func (d *Daemon) changeNetworks(ctr *Container, netName string, change func(cur 
 func (d *Daemon) ContainerEndpoints(ctr *Container) []*network.Endpoint {
 	return d.net.ContainerEndpoints(ctr.ID)
 }
+
+// NetworksPrune removes the user's networks that no container, running
+// or not, is on or connected to, and returns their names.
+func (d *Daemon) NetworksPrune() ([]string, error) {
+	ctrs, err := d.ctrs.List()
+	if err != nil {
+		return nil, err
+	}
+	used := map[string]bool{}
+	for _, ctr := range ctrs {
+		used[networkOf(ctr.HostConfig)] = true
+		for _, n := range ctr.Networks {
+			used[n] = true
+		}
+	}
+	var removed []string
+	for _, n := range d.net.Networks() {
+		if n.Name == network.DefaultNetwork || used[n.Name] || len(d.net.Endpoints(n.Name)) > 0 {
+			continue
+		}
+		if err := d.net.RemoveNetwork(n.ID); err != nil {
+			return removed, err
+		}
+		removed = append(removed, n.Name)
+	}
+	return removed, nil
+}

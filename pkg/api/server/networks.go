@@ -24,6 +24,7 @@ type NetworkBackend interface {
 	NetworkEndpoints(name string) []*network.Endpoint
 	NetworkConnect(ctr *daemon.Container, netName string) error
 	NetworkDisconnect(ctr *daemon.Container, netName string) error
+	NetworksPrune() ([]string, error)
 }
 
 // The networks that are modes rather than bridges, as Docker lists them.
@@ -174,4 +175,17 @@ func (s *Server) networkChange(w http.ResponseWriter, netRef, ctrRef string, act
 	s.eventBus.Publish(events.NetworkEventType, action, n.ID, map[string]string{"name": n.Name, "type": "bridge", "container": ctr.ID})
 	w.WriteHeader(http.StatusOK)
 	return nil
+}
+
+func (s *Server) pruneNetworks(_ context.Context, w http.ResponseWriter, _ *http.Request, _ map[string]string) error {
+	removed, err := s.b.NetworksPrune()
+	if err != nil {
+		return err
+	}
+	report := nettypes.PruneReport{NetworksDeleted: []string{}}
+	report.NetworksDeleted = append(report.NetworksDeleted, removed...)
+	for _, name := range removed {
+		s.eventBus.Publish(events.NetworkEventType, "destroy", name, map[string]string{"name": name, "type": "bridge"})
+	}
+	return writeJSON(w, http.StatusOK, report)
 }

@@ -40,6 +40,7 @@ func (s *Server) routes() []route {
 		{"POST", "/build/prune", s.pruneBuildCache},
 		{"GET", "/networks", s.listNetworks},
 		{"POST", "/networks/create", s.createNetwork},
+		{"POST", "/networks/prune", s.pruneNetworks},
 		{"GET", "/networks/{id}", s.inspectNetwork},
 		{"DELETE", "/networks/{id}", s.removeNetwork},
 		{"POST", "/networks/{id}/connect", s.connectNetwork},
