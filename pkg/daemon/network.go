@@ -255,11 +255,6 @@ func publishedPorts(ctr *Container) ([]network.Port, error) {
 	return out, nil
 }
 
-// ContainerEndpoint is a running bridged container's place on the bridge.
-func (d *Daemon) ContainerEndpoint(ctr *Container) (*network.Endpoint, bool) {
-	return d.net.Endpoint(ctr.ID)
-}
-
 // Networks are the bridge networks: the default one and the user's.
 func (d *Daemon) Networks() []*network.Network { return d.net.Networks() }
 

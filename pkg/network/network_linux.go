@@ -161,7 +161,7 @@ func (m *Manager) NetnsPath(id string) string { return filepath.Join(m.cfg.State
 func (m *Manager) Attach(id, netName string, ports []Port) (_ *Endpoint, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	n, err := m.network(netName)
+	n, err := m.Network(netName)
 	if err != nil {
 		return nil, err
 	}
@@ -202,11 +202,11 @@ func (m *Manager) Attach(id, netName string, ports []Port) (_ *Endpoint, err err
 func (m *Manager) Connect(id, netName string) (_ *Endpoint, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	n, err := m.network(netName)
+	n, err := m.Network(netName)
 	if err != nil {
 		return nil, err
 	}
-	eps := m.endpointsOf(id)
+	eps := m.ContainerEndpoints(id)
 	if len(eps) == 0 {
 		return nil, fmt.Errorf("the container is not running on a bridge network: %w", errdefs.ErrConflict)
 	}
@@ -251,11 +251,11 @@ func nextInterface(eps []*Endpoint) int {
 func (m *Manager) Disconnect(id, netName string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	n, err := m.network(netName)
+	n, err := m.Network(netName)
 	if err != nil {
 		return err
 	}
-	for _, ep := range m.endpointsOf(id) {
+	for _, ep := range m.ContainerEndpoints(id) {
 		if ep.Network != n.Name {
 			continue
 		}
@@ -287,7 +287,7 @@ func (m *Manager) Detach(id string) error {
 
 func (m *Manager) detach(id string) error {
 	var errs []error
-	for _, ep := range m.endpointsOf(id) {
+	for _, ep := range m.ContainerEndpoints(id) {
 		for _, p := range ep.Ports {
 			errs = append(errs, m.portRules(ep, p, false))
 		}
@@ -313,30 +313,24 @@ func (m *Manager) detach(id string) error {
 	return errors.Join(errs...)
 }
 
-// endpointsOf are a container's endpoints, eth0 first.
-func (m *Manager) endpointsOf(id string) []*Endpoint {
+// ContainerEndpoints are a container's endpoints, eth0 first: the keys
+// are "ID/network", so one seek finds them.
+func (m *Manager) ContainerEndpoints(id string) []*Endpoint {
 	var out []*Endpoint
-	for _, ep := range m.Endpoints("") {
-		if ep.ID == id {
-			out = append(out, ep)
+	prefix := []byte(id + "/")
+	_ = m.cfg.DB.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(endpointsBucket).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			var ep Endpoint
+			if json.Unmarshal(v, &ep) == nil {
+				out = append(out, &ep)
+			}
 		}
-	}
+		return nil
+	})
 	slices.SortFunc(out, func(a, b *Endpoint) int { return strings.Compare(a.Interface, b.Interface) })
 	return out
 }
-
-// Endpoint is container id's endpoint on the network it started on
-// (eth0), if attached.
-func (m *Manager) Endpoint(id string) (*Endpoint, bool) {
-	eps := m.endpointsOf(id)
-	if len(eps) == 0 {
-		return nil, false
-	}
-	return eps[0], true
-}
-
-// ContainerEndpoints are all of a container's endpoints, eth0 first.
-func (m *Manager) ContainerEndpoints(id string) []*Endpoint { return m.endpointsOf(id) }
 
 // Endpoints are the endpoints on network netName ("" for all).
 func (m *Manager) Endpoints(netName string) []*Endpoint {
@@ -676,10 +670,9 @@ func (m *Manager) Networks() []*Network {
 	return out
 }
 
-// Network finds a network by name, ID or unique ID prefix.
-func (m *Manager) Network(ref string) (*Network, error) { return m.network(ref) }
-
-func (m *Manager) network(ref string) (*Network, error) {
+// Network finds a network by name, ID or unique ID prefix; "" and
+// "default" are the default network.
+func (m *Manager) Network(ref string) (*Network, error) {
 	if ref == "" || ref == "default" {
 		return m.def, nil
 	}
@@ -788,7 +781,7 @@ func routed(p netip.Prefix) bool {
 func (m *Manager) RemoveNetwork(ref string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	n, err := m.network(ref)
+	n, err := m.Network(ref)
 	if err != nil {
 		return err
 	}

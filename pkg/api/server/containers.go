@@ -46,9 +46,8 @@ type ContainerBackend interface {
 	ContainerRename(ctr *daemon.Container, name string) error
 	// ContainerSizeRw is the size of the container's writable layer.
 	ContainerSizeRw(ctr *daemon.Container) int64
-	// ContainerEndpoint is a running container's place on the network it
-	// runs on; ContainerEndpoints adds those connected to it.
-	ContainerEndpoint(ctr *daemon.Container) (*network.Endpoint, bool)
+	// ContainerEndpoints are a running container's places on networks: the
+	// one it runs on (eth0, with the published ports) first.
 	ContainerEndpoints(ctr *daemon.Container) []*network.Endpoint
 }
 
@@ -487,10 +486,10 @@ func (s *Server) listContainers(_ context.Context, w http.ResponseWriter, r *htt
 			continue
 		}
 		sum := containerSummary(ctr, st)
-		if ep, ok := s.b.ContainerEndpoint(ctr); ok {
-			sum.Ports = portSummaries(ep)
+		if eps := s.b.ContainerEndpoints(ctr); len(eps) > 0 {
 			sum.NetworkSettings = &container.NetworkSettingsSummary{Networks: map[string]*nettypes.EndpointSettings{}}
-			for _, ep := range s.b.ContainerEndpoints(ctr) {
+			for _, ep := range eps {
+				sum.Ports = append(sum.Ports, portSummaries(ep)...)
 				sum.NetworkSettings.Networks[ep.Network] = endpointSettings(ep)
 			}
 		}
@@ -572,18 +571,12 @@ func (s *Server) inspectContainer(_ context.Context, w http.ResponseWriter, _ *h
 	resp.NetworkSettings = &container.NetworkSettings{Ports: nettypes.PortMap{}, Networks: map[string]*nettypes.EndpointSettings{}}
 	for _, ep := range s.b.ContainerEndpoints(ctr) {
 		resp.NetworkSettings.Networks[ep.Network] = endpointSettings(ep)
-	}
-	if ep, ok := s.b.ContainerEndpoint(ctr); ok {
 		for _, p := range ep.Ports {
 			port, err := nettypes.ParsePort(fmt.Sprintf("%d/%s", p.ContainerPort, p.Proto))
 			if err != nil {
 				continue
 			}
-			hostIP, _ := netip.ParseAddr(p.HostIP)
-			if p.HostIP == "" {
-				hostIP = netip.IPv4Unspecified()
-			}
-			resp.NetworkSettings.Ports[port] = append(resp.NetworkSettings.Ports[port], nettypes.PortBinding{HostIP: hostIP, HostPort: strconv.Itoa(p.HostPort)})
+			resp.NetworkSettings.Ports[port] = append(resp.NetworkSettings.Ports[port], nettypes.PortBinding{HostIP: hostAddr(p), HostPort: strconv.Itoa(p.HostPort)})
 		}
 	}
 	return writeJSON(w, http.StatusOK, resp)
@@ -604,14 +597,18 @@ func endpointSettings(ep *network.Endpoint) *nettypes.EndpointSettings {
 func portSummaries(ep *network.Endpoint) []container.PortSummary {
 	out := []container.PortSummary{}
 	for _, p := range ep.Ports {
-		ps := container.PortSummary{PrivatePort: uint16(p.ContainerPort), PublicPort: uint16(p.HostPort), Type: p.Proto}
-		ps.IP, _ = netip.ParseAddr(p.HostIP)
-		if p.HostIP == "" {
-			ps.IP = netip.IPv4Unspecified()
-		}
-		out = append(out, ps)
+		out = append(out, container.PortSummary{IP: hostAddr(p), PrivatePort: uint16(p.ContainerPort), PublicPort: uint16(p.HostPort), Type: p.Proto})
 	}
 	return out
+}
+
+// hostAddr is a published port's host address; "" is every address.
+func hostAddr(p network.Port) netip.Addr {
+	if p.HostIP == "" {
+		return netip.IPv4Unspecified()
+	}
+	a, _ := netip.ParseAddr(p.HostIP)
+	return a
 }
 
 func timeOrZero(t time.Time) string {
