@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/moby/moby/api/types/container"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berth-containers/berth/pkg/image"
 	"github.com/berth-containers/berth/pkg/image/build"
@@ -109,24 +108,11 @@ func (b *builds) Run(ctx context.Context, st build.RunStep) (int, error) {
 				slog.Warn("detach a RUN step from the bridge", "err", err)
 			}
 		}()
-		for i, ns := range spec.Linux.Namespaces {
-			if ns.Type == specs.NetworkNamespace {
-				spec.Linux.Namespaces[i].Path = b.d.net.NetnsPath(st.ID)
-			}
-		}
-		if err := os.WriteFile(filepath.Join(bundle, "hostname"), []byte(spec.Hostname+"\n"), 0o644); err != nil {
+		joinNetns(spec, b.d.net.NetnsPath(st.ID))
+		if err := writeNetFiles(bundle, spec.Hostname, ep.IP); err != nil {
 			return -1, err
 		}
-		if err := os.WriteFile(filepath.Join(bundle, "resolv.conf"), resolvConf(), 0o644); err != nil {
-			return -1, err
-		}
-		if err := writeHosts(bundle, spec.Hostname, ep.IP); err != nil {
-			return -1, err
-		}
-		for _, f := range netFiles {
-			spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/etc/" + f, Type: "bind",
-				Source: filepath.Join(bundle, f), Options: []string{"rbind", "rprivate"}})
-		}
+		mountNetFiles(spec, bundle)
 	}
 	data, err := json.Marshal(spec)
 	if err != nil {

@@ -45,41 +45,57 @@ var netFiles = []string{"hosts", "hostname", "resolv.conf"}
 // bridgeSpec points a bridged container's spec at the network namespace
 // the daemon makes at each start, and bind-mounts its /etc files.
 func (c *containers) bridgeSpec(ctr *Container, spec *specs.Spec) error {
+	joinNetns(spec, c.d.net.NetnsPath(ctr.ID))
+	dir := c.d.containerDir(ctr.ID)
+	if err := writeNetFiles(dir, ctr.Config.Hostname, ""); err != nil {
+		return err
+	}
+	mountNetFiles(spec, dir)
+	return nil
+}
+
+// joinNetns makes the spec's network namespace the one pinned at path.
+func joinNetns(spec *specs.Spec, path string) {
 	for i, ns := range spec.Linux.Namespaces {
 		if ns.Type == specs.NetworkNamespace {
-			spec.Linux.Namespaces[i].Path = c.d.net.NetnsPath(ctr.ID)
+			spec.Linux.Namespaces[i].Path = path
 		}
 	}
-	dir := c.d.containerDir(ctr.ID)
-	if err := os.WriteFile(filepath.Join(dir, "hostname"), []byte(ctr.Config.Hostname+"\n"), 0o644); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), resolvConf(), 0o644); err != nil {
-		return err
-	}
-	if err := writeHosts(dir, ctr.Config.Hostname, ""); err != nil {
-		return err
+}
+
+// mountNetFiles bind-mounts the /etc files in dir over the container's,
+// in place of any mounted before; dir "" mounts none.
+func mountNetFiles(spec *specs.Spec, dir string) {
+	spec.Mounts = slices.DeleteFunc(spec.Mounts, func(m specs.Mount) bool {
+		return slices.Contains(netFiles, strings.TrimPrefix(m.Destination, "/etc/"))
+	})
+	if dir == "" {
+		return
 	}
 	for _, f := range netFiles {
 		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/etc/" + f, Type: "bind",
 			Source: filepath.Join(dir, f), Options: []string{"rbind", "rprivate"}})
 	}
-	return nil
+}
+
+// writeNetFiles writes a container's /etc/hostname, /etc/resolv.conf and
+// /etc/hosts (with its own name on ip, if known) into dir.
+func writeNetFiles(dir, hostname, ip string) error {
+	if err := os.WriteFile(filepath.Join(dir, "hostname"), []byte(hostname+"\n"), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), resolvConf(), 0o644); err != nil {
+		return err
+	}
+	hosts := hostsHeader
+	if ip != "" {
+		hosts += ip + "\t" + hostname + "\n"
+	}
+	return os.WriteFile(filepath.Join(dir, "hosts"), []byte(hosts), 0o644)
 }
 
 const hostsHeader = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" +
 	"fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
-
-// writeHosts writes the container's /etc/hosts: localhost, and its own
-// name on its address.
-func writeHosts(dir, hostname, ip string) error {
-	var b bytes.Buffer
-	b.WriteString(hostsHeader)
-	if ip != "" {
-		fmt.Fprintf(&b, "%s\t%s\n", ip, hostname)
-	}
-	return os.WriteFile(filepath.Join(dir, "hosts"), b.Bytes(), 0o644)
-}
 
 // resolvConf is the host's resolv.conf for a container, as Docker makes
 // it: loopback name servers cannot be reached from the container's
@@ -124,11 +140,10 @@ func (c *containers) attach(ctr *Container) error {
 			return fmt.Errorf("connect to network %s: %w", n, err)
 		}
 	}
-	if err := c.writeHostsOf(ctr.ID); err != nil {
+	if err := c.refreshHosts(ctr.ID, append([]string{ep.Network}, ctr.Networks...)...); err != nil {
 		c.detach(ctr.ID)
 		return err
 	}
-	c.refreshHosts(append([]string{ep.Network}, ctr.Networks...)...)
 	return nil
 }
 
@@ -141,16 +156,23 @@ func (c *containers) detach(id string) {
 	if err := c.d.net.Detach(id); err != nil {
 		slog.Warn("detach container from the network", "container", id, "err", err)
 	}
-	c.refreshHosts(nets...)
+	_ = c.refreshHosts("", nets...)
 }
 
-// refreshHosts rewrites the /etc/hosts of every container on the given
-// users' networks so that each finds the others by name, as Docker's
-// embedded DNS answers them. The files are rewritten in place: containers
-// see them through a bind mount of the same inode. The default network,
-// as Docker's, resolves no names.
-func (c *containers) refreshHosts(nets ...string) {
+// refreshHosts rewrites the /etc/hosts of container self (unless "") and
+// of every container on the given users' networks, each once, so that
+// each finds the others by name, as Docker's embedded DNS answers them.
+// The files are rewritten in place: containers see them through a bind
+// mount of the same inode. The default network, as Docker's, resolves no
+// names. Only self's failure is returned; the others' are logged.
+func (c *containers) refreshHosts(self string, nets ...string) error {
 	done := map[string]bool{}
+	if self != "" {
+		if err := c.writeHostsOf(self); err != nil {
+			return err
+		}
+		done[self] = true
+	}
 	for _, n := range nets {
 		if n == network.DefaultNetwork {
 			continue
@@ -165,6 +187,7 @@ func (c *containers) refreshHosts(nets ...string) {
 			}
 		}
 	}
+	return nil
 }
 
 // writeHostsOf writes a container's /etc/hosts: its own address on the
@@ -294,20 +317,12 @@ func (c *containers) joinNetwork(ctr *Container, target string) error {
 	if err != nil {
 		return err
 	}
-	for i, ns := range spec.Linux.Namespaces {
-		if ns.Type == specs.NetworkNamespace {
-			spec.Linux.Namespaces[i].Path = nsPath
-		}
-	}
-	spec.Mounts = slices.DeleteFunc(spec.Mounts, func(m specs.Mount) bool {
-		return slices.Contains(netFiles, strings.TrimPrefix(m.Destination, "/etc/"))
-	})
+	joinNetns(spec, nsPath)
+	filesDir := ""
 	if bridged(t.HostConfig) {
-		for _, f := range netFiles {
-			spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/etc/" + f, Type: "bind",
-				Source: filepath.Join(c.d.containerDir(t.ID), f), Options: []string{"rbind", "rprivate"}})
-		}
+		filesDir = c.d.containerDir(t.ID)
 	}
+	mountNetFiles(spec, filesDir)
 	b, err := json.MarshalIndent(spec, "", "\t")
 	if err != nil {
 		return err
@@ -377,11 +392,12 @@ func (d *Daemon) changeNetworks(ctr *Container, netName string, change func(cur 
 	if err := change(cur, n, running); err != nil {
 		return err
 	}
-	d.ctrs.refreshHosts(n.Name)
+	self := ""
 	if running {
-		if err := d.ctrs.writeHostsOf(cur.ID); err != nil {
-			slog.Warn("write /etc/hosts", "container", cur.ID, "err", err)
-		}
+		self = cur.ID
+	}
+	if err := d.ctrs.refreshHosts(self, n.Name); err != nil {
+		slog.Warn("write /etc/hosts", "container", cur.ID, "err", err)
 	}
 	return nil
 }
