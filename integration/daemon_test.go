@@ -52,6 +52,7 @@ func startDaemonWith(t *testing.T, extra ...string) *testDaemon {
 	d.start(t)
 	t.Cleanup(func() {
 		d.removeAll(t)
+		bridges := append(d.userBridges(t), d.bridge)
 		d.stop()
 		d.log.Close()
 		if t.Failed() {
@@ -59,12 +60,42 @@ func startDaemonWith(t *testing.T, extra ...string) *testDaemon {
 			t.Logf("berthd log:\n%s", b)
 		}
 		checkNoLeaks(t, d.root, d.cgroupParent)
-		checkNoNetworkLeaks(t, d.bridge)
+		for _, br := range bridges {
+			checkNoNetworkLeaks(t, br)
+		}
 	})
 	return d
 }
 
 var daemonCount atomic.Int32
+
+// userBridges are the bridges of the networks the daemon's user made,
+// which berthd removes at its stop when no container is on them.
+func (d *testDaemon) userBridges(t *testing.T) []string {
+	select {
+	case <-d.exited:
+		return nil
+	default:
+	}
+	resp, err := d.http().Get("http://berth/networks")
+	if err != nil {
+		t.Errorf("list networks at cleanup: %v", err)
+		return nil
+	}
+	defer resp.Body.Close()
+	var nets []struct {
+		Name    string
+		Options map[string]string
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&nets)
+	var out []string
+	for _, n := range nets {
+		if br := n.Options["com.docker.network.bridge.name"]; br != "" && br != d.bridge {
+			out = append(out, br)
+		}
+	}
+	return out
+}
 
 // checkNoNetworkLeaks fails the test for a bridge, veth or iptables rule of
 // the daemon's bridge network left behind.

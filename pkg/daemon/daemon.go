@@ -105,9 +105,9 @@ func New(cfg Config) (*Daemon, error) {
 func (d *Daemon) Close() {
 	d.closing.Store(true)
 	if d.net != nil {
-		// The bridge and its rules go with the last container on it.
+		// Bridges no container is on go, with their rules.
 		if err := d.net.Shutdown(); err != nil {
-			slog.Warn("remove the bridge network", "err", err)
+			slog.Warn("remove idle bridges", "err", err)
 		}
 	}
 	if d.images != nil {

@@ -643,16 +643,19 @@ func (m *Manager) Reconcile(running func(id string) bool) error {
 	return errors.Join(errs...)
 }
 
-// Shutdown removes the default bridge and its rules when no container is
-// on it (berthd stopping with none left running). Networks a user made
-// stay, as Docker's do, until removed.
+// Shutdown removes the bridges, and their rules, that no container is on
+// (berthd stopping): a bridge is made again when a container attaches.
+// The networks themselves stay, as Docker's do, until removed.
 func (m *Manager) Shutdown() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if len(m.Endpoints(DefaultNetwork)) > 0 {
-		return nil
+	var errs []error
+	for _, n := range m.Networks() {
+		if len(m.Endpoints(n.Name)) == 0 {
+			errs = append(errs, m.removeBridge(n))
+		}
 	}
-	return m.removeBridge(m.def)
+	return errors.Join(errs...)
 }
 
 // Networks are the default network and those users made, by name.
