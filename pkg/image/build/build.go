@@ -305,11 +305,11 @@ func (bs *buildState) from(s *instructions.Stage) (*stage, error) {
 		}
 	}
 	st := &stage{name: strings.ToLower(s.Name)}
+	prev := bs.stageNamed(base)
 	switch {
 	case base == "scratch":
 		st.cfg = &v1.ConfigFile{OS: "linux", Architecture: goruntime.GOARCH}
-	case bs.stageNamed(base) != nil:
-		prev := bs.stageNamed(base)
+	case prev != nil:
 		st.img, st.cfg = prev.img, prev.cfg.DeepCopy()
 		if st.img == nil {
 			return nil, invalid(fmt.Errorf("stage %s made no image", base))
