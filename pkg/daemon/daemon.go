@@ -104,6 +104,9 @@ func New(cfg Config) (*Daemon, error) {
 // the lock.
 func (d *Daemon) Close() {
 	d.closing.Store(true)
+	if d.ctrs != nil {
+		d.ctrs.launcher.Close()
+	}
 	if d.net != nil {
 		// Bridges no container is on go, with their rules.
 		if err := d.net.Shutdown(); err != nil {

@@ -93,6 +93,14 @@ type idleShim struct {
 	cmd              *exec.Cmd
 	statusR, release *os.File
 	dirW             *os.File
+	exited           chan struct{} // closed once reaped
+}
+
+// stop ends an idle shim (it exits at EOF on fd 5).
+func (p *idleShim) stop() {
+	p.dirW.Close()
+	p.statusR.Close()
+	p.release.Close()
 }
 
 // NewLauncher returns a launcher of exe's shims (exe is berthd's binary).
@@ -128,8 +136,9 @@ func startIdle(exe string) (*idleShim, error) {
 	}
 	// Reap the shim when it ends; berthd learns the container's end from
 	// the shim's socket and exit.json, not from this.
-	go func() { _ = cmd.Wait() }()
-	return &idleShim{cmd: cmd, statusR: files[0], release: files[3], dirW: files[5]}, nil
+	p := &idleShim{cmd: cmd, statusR: files[0], release: files[3], dirW: files[5], exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.exited) }()
+	return p, nil
 }
 
 // Create hands the container described by cfg, with its files in dir, to
@@ -145,7 +154,7 @@ func (l *Launcher) Create(dir string, cfg Config) (*Launch, error) {
 	}
 	os.Remove(filepath.Join(dir, exitFile))
 	l.mu.Lock()
-	p := l.spare
+	p, keepSpare := l.spare, l.keepSpare
 	l.spare = nil
 	l.mu.Unlock()
 	if p == nil {
@@ -156,7 +165,7 @@ func (l *Launcher) Create(dir string, cfg Config) (*Launch, error) {
 	_, err = io.WriteString(p.dirW, dir+"\n")
 	p.dirW.Close()
 	launch := &Launch{status: json.NewDecoder(p.statusR), r: p.statusR, release: p.release}
-	if l.keepSpare {
+	if keepSpare {
 		// The next spare starts once this container runs (or failed):
 		// on two cores it would otherwise compete with its start.
 		launch.after = func() { go l.refill() }
@@ -186,13 +195,24 @@ func (l *Launcher) refill() {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.spare != nil {
-		p.dirW.Close() // it ends at EOF
-		p.statusR.Close()
-		p.release.Close()
+	if l.spare != nil || !l.keepSpare {
+		p.stop()
 		return
 	}
 	l.spare = p
+}
+
+// Close ends the idle shim and waits for it, so that none outlives
+// berthd; shims with a container go on.
+func (l *Launcher) Close() {
+	l.mu.Lock()
+	p := l.spare
+	l.spare, l.keepSpare = nil, false
+	l.mu.Unlock()
+	if p != nil {
+		p.stop()
+		<-p.exited
+	}
 }
 
 // Create launches one shim, keeping none ahead, for the container
