@@ -80,7 +80,7 @@ func runInit(sock *os.File) error {
 	if err := joinNamespaces(spec); err != nil {
 		return err
 	}
-	if err := setupRootfs(cfg); err != nil {
+	if err := setupRootfs(sock, cfg); err != nil {
 		return err
 	}
 	if err := setupIdentity(spec); err != nil {
@@ -95,6 +95,13 @@ func runInit(sock *os.File) error {
 	}
 	if err := waitForStart(); err != nil {
 		return err
+	}
+	if spec.Hooks != nil {
+		st := *cfg.State
+		st.Status = specs.StateRunning
+		if err := runHooks("startContainer", spec.Hooks.StartContainer, &st); err != nil {
+			return err
+		}
 	}
 	if err := finalize(spec, cfg.Seccomp); err != nil {
 		return err

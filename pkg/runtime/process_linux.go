@@ -73,6 +73,9 @@ func (r *Runtime) Create(ctx context.Context, id, bundle string, opts ...CreateO
 		ID: id, Bundle: bundle, Rootfs: RootfsPath(spec, bundle), Created: time.Now().UTC(),
 		CgroupPath: cgroupPath(spec, id), Annotations: spec.Annotations,
 	}}
+	if spec.Hooks != nil {
+		c.rec.Poststart, c.rec.Poststop = spec.Hooks.Poststart, spec.Hooks.Poststop
+	}
 	defer func() {
 		if err != nil {
 			c.abort()
@@ -155,10 +158,13 @@ func (c *Container) startInit(ctx context.Context, spec *specs.Spec, o *createOp
 		fds[i] = int(f.Fd())
 	}
 	cfg := &initConfig{ID: c.ID, Spec: specForInit(spec), Rootfs: c.rec.Rootfs, CgroupPath: c.rec.CgroupPath, Seccomp: prog}
+	if spec.Hooks != nil {
+		cfg.State = hookState(c.ID, c.rec.Bundle, c.rec.Pid, specs.StateCreating, spec.Annotations)
+	}
 	if err = writeMsg(parent, syncMsg{Type: msgConfig, Config: cfg}, fds...); err != nil {
 		return fmt.Errorf("send config to init: %w", err)
 	}
-	return c.awaitReady(ctx, o)
+	return c.awaitReady(ctx, o, cfg)
 }
 
 // specForInit is the spec without its seccomp section: init gets the
@@ -179,7 +185,7 @@ func (c *Container) reap() {
 	close(c.done)
 }
 
-func (c *Container) awaitReady(ctx context.Context, o *createOptions) error {
+func (c *Container) awaitReady(ctx context.Context, o *createOptions, cfg *initConfig) error {
 	for {
 		m, fds, err := readMsg(c.syncSock)
 		if err != nil {
@@ -190,6 +196,17 @@ func (c *Container) awaitReady(ctx context.Context, o *createOptions) error {
 			return errors.New(m.Error)
 		case msgReady:
 			return nil
+		case msgHooks:
+			h := cfg.Spec.Hooks
+			if err := runHooks("prestart", h.Prestart, cfg.State); err != nil { //nolint:staticcheck // deprecated, still run as runc does
+				return err
+			}
+			if err := runHooks("createRuntime", h.CreateRuntime, cfg.State); err != nil {
+				return err
+			}
+			if err := writeMsg(c.syncSock, syncMsg{Type: msgHooksDone}); err != nil {
+				return fmt.Errorf("resume init after hooks: %w", err)
+			}
 		case msgConsole:
 			if len(fds) != 1 {
 				return errors.New("init sent no pty master")

@@ -19,12 +19,15 @@ import (
 //     sources, fsopen/fsmount for filesystems) while the host tree is still
 //     reachable: bind sources are host paths, and the kernel lets a user
 //     namespace mount proc and sysfs only while one is visible.
-//  2. pivot_root into the rootfs and detach the host's tree.
-//  3. attach: each destination is resolved with openat2(RESOLVE_IN_ROOT |
-//     RESOLVE_NO_MAGICLINKS) from the new root, so a symlink in the image
-//     such as /etc -> /../../host ends inside the rootfs, and /proc/self/fd
-//     magic links cannot point back out; the detached mount is moved onto the
-//     resolved handle itself (move_mount), never onto a path.
+//  2. attach: each destination is resolved with openat2(RESOLVE_IN_ROOT |
+//     RESOLVE_NO_MAGICLINKS) from a handle on the rootfs, so a symlink in
+//     the image such as /etc -> /../../host ends inside the rootfs, and
+//     /proc/self/fd magic links cannot point back out; the detached mount is
+//     moved onto the resolved handle itself (move_mount), never onto a path.
+//     Device nodes are made the same way. createContainer hooks run here,
+//     where the host's paths still resolve, as OCI hooks expect.
+//  3. pivot_root into the rootfs and detach the host's tree; masked and
+//     read-only paths follow.
 
 // pendingMount is a prepared, detached mount waiting for pivot_root.
 type pendingMount struct {
@@ -35,7 +38,7 @@ type pendingMount struct {
 	children []pendingMount // cgroup v1 controllers under a tmpfs, dest relative
 }
 
-func setupRootfs(cfg *initConfig) error {
+func setupRootfs(sock *os.File, cfg *initConfig) error {
 	spec := cfg.Spec
 	unix.Umask(0)
 	prop, ok := propagationFlag(spec.Linux.RootfsPropagation)
@@ -56,12 +59,11 @@ func setupRootfs(cfg *initConfig) error {
 	if err != nil {
 		return err
 	}
-	if err := pivotRoot(cfg.Rootfs); err != nil {
-		return stage("pivot_root to "+cfg.Rootfs, err)
-	}
-	root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	// The rootfs bind made above; it becomes / at pivot_root, and every
+	// path below is resolved in it, never against the host.
+	root, err := unix.Open(cfg.Rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return err
+		return stage("open rootfs "+cfg.Rootfs, err)
 	}
 	defer unix.Close(root)
 	for _, pm := range pending {
@@ -69,13 +71,44 @@ func setupRootfs(cfg *initConfig) error {
 			return err
 		}
 	}
-	return finishRootfs(root, spec, devBinds)
-}
-
-func finishRootfs(root int, spec *specs.Spec, devBinds []pendingMount) error {
 	if err := setupDevices(root, spec, devBinds); err != nil {
 		return err
 	}
+	if err := containerHooks(sock, cfg); err != nil {
+		return err
+	}
+	if err := pivotRoot(cfg.Rootfs); err != nil {
+		return stage("pivot_root to "+cfg.Rootfs, err)
+	}
+	return finishRootfs(root, spec)
+}
+
+// containerHooks runs the hooks due once the container's mounts are made
+// and before pivot_root: the parent's (prestart, createRuntime), then
+// createContainer here, in the container's namespaces.
+func containerHooks(sock *os.File, cfg *initConfig) error {
+	hooks := cfg.Spec.Hooks
+	if hooks == nil {
+		return nil
+	}
+	if parentHooks(hooks) {
+		if err := writeMsg(sock, syncMsg{Type: msgHooks}); err != nil {
+			return err
+		}
+		m, _, err := readMsg(sock)
+		if err != nil {
+			return stage("wait for the parent's hooks", err)
+		}
+		if m.Type != msgHooksDone {
+			return fmt.Errorf("sync: got %q, want %s", m.Type, msgHooksDone)
+		}
+	}
+	return runHooks("createContainer", hooks.CreateContainer, cfg.State)
+}
+
+// finishRootfs makes the cwd, masks and read-only paths, and the read-only
+// root, once root is /.
+func finishRootfs(root int, spec *specs.Spec) error {
 	if cwd := spec.Process.Cwd; cwd != "" {
 		fd, err := mkdirAllInRoot(root, cwd)
 		if err != nil {

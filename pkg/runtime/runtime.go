@@ -195,16 +195,20 @@ func (c *Container) Start(ctx context.Context) error {
 		return fmt.Errorf("start container %s: %w", c.ID, err)
 	}
 	_ = os.Remove(fifo)
-	if c.syncSock == nil {
-		return nil
+	if c.syncSock != nil {
+		// init closes its end with a successful execve; anything else is an error.
+		m, _, err := readMsg(c.syncSock)
+		c.closeSync()
+		if err == nil && m.Type == msgError {
+			return fmt.Errorf("start container %s: %s", c.ID, m.Error)
+		}
 	}
-	defer c.closeSync()
-	// init closes its end with a successful execve; anything else is an error.
-	m, _, err := readMsg(c.syncSock)
-	if err == nil && m.Type == msgError {
-		return fmt.Errorf("start container %s: %s", c.ID, m.Error)
-	}
+	warnHooks("poststart", c.rec.Poststart, c.hookState(StatusRunning))
 	return nil
+}
+
+func (c *Container) hookState(status specs.ContainerState) *specs.State {
+	return hookState(c.ID, c.rec.Bundle, c.rec.Pid, status, c.rec.Annotations)
 }
 
 // releaseInit writes init's go-ahead into the exec fifo. Init holds the
@@ -261,7 +265,11 @@ func (c *Container) Delete(ctx context.Context, force bool) error {
 			return fmt.Errorf("delete container %s: %w", c.ID, err)
 		}
 	}
-	return c.destroy()
+	if err := c.destroy(); err != nil {
+		return err
+	}
+	warnHooks("poststop", c.rec.Poststop, c.hookState(StatusStopped))
+	return nil
 }
 
 func (c *Container) killAndReap(ctx context.Context) error {

@@ -35,6 +35,9 @@ type record struct {
 	CgroupPath  string            `json:"cgroupPath"`
 	Created     time.Time         `json:"created"`
 	Annotations map[string]string `json:"annotations,omitempty"`
+	// Hooks run by Start (poststart) and Delete (poststop).
+	Poststart []specs.Hook `json:"poststart,omitempty"`
+	Poststop  []specs.Hook `json:"poststop,omitempty"`
 }
 
 const (

@@ -21,14 +21,18 @@ import (
 //	  initConfig + cgroup tasks fds ------------->  join cgroup (this thread: "0"
 //	                                                to tasks; v2: parent adds pid),
 //	                                                join ns paths, unshare cgroupns,
-//	                                                prepare mounts, pivot_root,
-//	                                                devices, masks, hostname,
+//	                                                prepare and attach mounts, devices
+//	             <-------------------- hooks       (only if prestart/createRuntime)
+//	  run prestart, createRuntime hooks
+//	  hooksDone ---------------------------------->  createContainer hooks,
+//	                                                pivot_root, masks, hostname,
 //	                                                rlimits, look up the binary
 //	             <--------------------- console     (with the pty master; terminal only)
 //	             <------------------ ready | error
 //	  write state.json, return "created"
 //	                          ...
-//	Start: write a byte into <state>/exec.fifo --->  read(exec.fifo) returns
+//	Start: write a byte into <state>/exec.fifo --->  read(exec.fifo) returns,
+//	                                                startContainer hooks,
 //	                                                no_new_privs, groups/gid/uid,
 //	                                                capabilities, seccomp, execve
 //	             <---------- error | EOF (execve closed the socket)
@@ -40,6 +44,10 @@ const (
 	msgConsole = "console"
 	msgReady   = "ready"
 	msgError   = "error"
+	// msgHooks: init's mounts are made, the parent runs prestart and
+	// createRuntime hooks and answers msgHooksDone (see hooks_linux.go).
+	msgHooks     = "hooks"
+	msgHooksDone = "hooksDone"
 )
 
 type syncMsg struct {
@@ -55,6 +63,9 @@ type initConfig struct {
 	Rootfs     string      `json:"rootfs"`
 	CgroupPath string      `json:"cgroupPath"`
 	Seccomp    []byte      `json:"seccomp,omitempty"` // compiled BPF (see seccompProgram)
+	// State is what init's hooks read on stdin ("creating", init's pid as
+	// the host sees it).
+	State *specs.State `json:"state,omitempty"`
 	// Exec: a process entering a running container (see Container.Exec),
 	// already in its namespaces and cgroup, with no rootfs to set up.
 	Exec bool `json:"exec,omitempty"`
