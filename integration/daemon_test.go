@@ -43,7 +43,9 @@ func startDaemonWith(t *testing.T, extra ...string) *testDaemon {
 	d.bridge = fmt.Sprintf("brt%04x%02x", os.Getpid()&0xffff, n&0xff)
 	d.bip = fmt.Sprintf("10.%d.%d.1/24", 200+os.Getpid()%50, n&0xff)
 	d.args = []string{"--root", d.root, "-H", "unix://" + d.sock, "--config-file", os.DevNull, "--log-level", "debug",
-		"--cgroup-parent", d.cgroupParent, "--bridge", d.bridge, "--bip", d.bip}
+		"--cgroup-parent", d.cgroupParent, "--bridge", d.bridge, "--bip", d.bip,
+		// No GPU of the host's: GPU tests give a fake driver and CDI specs.
+		"--cdi-spec-dir", filepath.Join(dir, "cdi"), "--nvidia-driver-root", filepath.Join(dir, "no-driver")}
 	d.args = append(d.args, extra...)
 	var err error
 	if d.log, err = os.Create(filepath.Join(dir, "berthd.log")); err != nil {

@@ -413,6 +413,8 @@ func printTable(out io.Writer, format, def string, header any, rows []any) error
 // psRow is what `ps --format` templates see, with docker's field names.
 type psRow struct {
 	ID, Image, Command, CreatedAt, RunningFor, Ports, State, Status, Names, Labels, Networks string
+	// GPUs the container holds (berth's label, see daemon.GPUsLabel).
+	GPUs string
 }
 
 func (c *cli) psCmd() *cobra.Command {
@@ -454,12 +456,19 @@ func (c *cli) psCmd() *cobra.Command {
 				return nil
 			}
 			header := psRow{ID: "CONTAINER ID", Image: "IMAGE", Command: "COMMAND", CreatedAt: "CREATED AT", RunningFor: "CREATED",
-				Ports: "PORTS", State: "STATE", Status: "STATUS", Names: "NAMES", Labels: "LABELS", Networks: "NETWORKS"}
+				Ports: "PORTS", State: "STATE", Status: "STATUS", Names: "NAMES", Labels: "LABELS", Networks: "NETWORKS", GPUs: "GPUS"}
 			rows := make([]any, len(res.Items))
+			table := "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
+			gpus := false
 			for i, s := range res.Items {
-				rows[i] = newPSRow(s, noTrunc)
+				r := newPSRow(s, noTrunc)
+				gpus = gpus || r.GPUs != ""
+				rows[i] = r
 			}
-			return printTable(out, format, "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}", header, rows)
+			if gpus { // a column only where some container holds GPUs
+				table += "\t{{.GPUs}}"
+			}
+			return printTable(out, format, table, header, rows)
 		},
 	}
 	fl := cmd.Flags()
@@ -499,6 +508,7 @@ func newPSRow(s container.Summary, noTrunc bool) psRow {
 	}
 	r.Names, r.Ports, r.Labels = strings.Join(names, ","), strings.Join(ports, ", "), strings.Join(labels, ",")
 	r.Networks = s.HostConfig.NetworkMode
+	r.GPUs = s.Labels[gpusLabel]
 	return r
 }
 

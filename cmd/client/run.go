@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
+	"tags.cncf.io/container-device-interface/pkg/parser"
 
 	"github.com/berth-containers/berth/pkg/credentials"
 )
@@ -68,8 +70,8 @@ func (f *createFlags) register(cmd *cobra.Command) {
 	fl.BoolVarP(&f.publishAll, "publish-all", "P", false, "publish every exposed port on a free host port")
 	fl.StringArrayVar(&f.expose, "expose", nil, "expose a port (PORT[/PROTO]) without publishing it")
 	fl.StringVar(&f.network, "network", "", "network: bridge, none, host")
-	fl.StringVar(&f.gpus, "gpus", "", `GPUs to pass: "all", a count, or "device=0,1"`)
-	fl.StringArrayVar(&f.devices, "device", nil, "host device HOST[:CONTAINER[:rwm]]")
+	fl.StringVar(&f.gpus, "gpus", "", `GPUs to pass: "all", a count (the least used), "device=0,1" (index or UUID), capabilities=compute,video`)
+	fl.StringArrayVar(&f.devices, "device", nil, "host device HOST[:CONTAINER[:rwm]], or a CDI device vendor.com/class=name")
 	fl.StringArrayVar(&f.capAdd, "cap-add", nil, "add a capability")
 	fl.StringArrayVar(&f.capDrop, "cap-drop", nil, "drop a capability")
 	fl.StringArrayVar(&f.ulimits, "ulimit", nil, "ulimit NAME=SOFT[:HARD]")
@@ -146,6 +148,12 @@ func (f *createFlags) configs(args []string) (*container.Config, *container.Host
 		hc.Ulimits = append(hc.Ulimits, l)
 	}
 	for _, d := range f.devices {
+		// A CDI name (vendor.com/class=name) is a device request, as the
+		// docker CLI sends it.
+		if parser.IsQualifiedName(d) {
+			hc.DeviceRequests = append(hc.DeviceRequests, container.DeviceRequest{Driver: "cdi", DeviceIDs: []string{d}})
+			continue
+		}
 		parts := strings.Split(d, ":")
 		m := container.DeviceMapping{PathOnHost: parts[0], PathInContainer: parts[0], CgroupPermissions: "rwm"}
 		if len(parts) > 1 {
@@ -250,33 +258,49 @@ func parseRestart(s string) (container.RestartPolicy, error) {
 	return p, nil
 }
 
-// parseGPUs reads --gpus as docker does: all, N, or device=ID[,ID].
+// parseGPUs reads --gpus as docker does: all, N, device=ID[,ID],
+// count=N, driver=NAME and capabilities=CAP[,CAP] ("gpu" is implied).
+// A list after device= or capabilities= runs to the next key.
 func parseGPUs(s string) (container.DeviceRequest, error) {
-	req := container.DeviceRequest{Capabilities: [][]string{{"gpu"}}}
-	for _, field := range strings.Split(s, ",") {
-		switch k, v, ok := strings.Cut(field, "="); {
+	req := container.DeviceRequest{}
+	caps := []string{"gpu"}
+	list := "" // the key whose comma-separated values continue
+	for _, field := range strings.Split(strings.Trim(s, `"`), ",") {
+		k, v, ok := strings.Cut(field, "=")
+		switch {
 		case field == "all":
 			req.Count = -1
 		case ok && k == "device":
-			req.DeviceIDs = append(req.DeviceIDs, v)
+			req.DeviceIDs, list = append(req.DeviceIDs, v), k
+		case ok && k == "capabilities":
+			caps, list = append(caps, v), k
 		case ok && k == "count":
 			n, err := strconv.Atoi(v)
 			if err != nil {
 				return req, fmt.Errorf("--gpus %q: count=%q is no number", s, v)
 			}
-			req.Count = n
+			req.Count, list = n, ""
 		case ok && k == "driver":
-			req.Driver = v
-		case !ok && len(req.DeviceIDs) > 0:
+			req.Driver, list = v, ""
+		case !ok && list == "device":
 			req.DeviceIDs = append(req.DeviceIDs, field) // device=0,1
+		case !ok && list == "capabilities":
+			caps = append(caps, field)
 		default:
 			n, err := strconv.Atoi(field)
 			if err != nil || n < 1 {
-				return req, fmt.Errorf("--gpus %q: want all, a count or device=ID[,ID]", s)
+				return req, fmt.Errorf("--gpus %q: want all, a count, device=ID[,ID] or capabilities=CAP[,CAP]", s)
 			}
 			req.Count = n
 		}
 	}
+	if req.Count != 0 && len(req.DeviceIDs) > 0 {
+		return req, fmt.Errorf("--gpus %q: a count or devices, not both", s)
+	}
+	if req.Count == 0 && len(req.DeviceIDs) == 0 {
+		req.Count = -1 // capabilities= alone: docker takes all GPUs
+	}
+	req.Capabilities = [][]string{slices.Compact(caps)}
 	return req, nil
 }
 

@@ -40,3 +40,30 @@ func TestParsePublishRange(t *testing.T) {
 		}
 	}
 }
+
+func TestParseGPUs(t *testing.T) {
+	for spec, want := range map[string]string{
+		"all":                                "count=-1 ids=[] caps=[[gpu]] driver=",
+		"2":                                  "count=2 ids=[] caps=[[gpu]] driver=",
+		"device=1":                           "count=0 ids=[1] caps=[[gpu]] driver=",
+		`"device=0,GPU-abc"`:                 "count=0 ids=[0 GPU-abc] caps=[[gpu]] driver=",
+		"count=1,capabilities=compute,video": "count=1 ids=[] caps=[[gpu compute video]] driver=",
+		"capabilities=utility":               "count=-1 ids=[] caps=[[gpu utility]] driver=",
+		"driver=nvidia,device=0,1":           "count=0 ids=[0 1] caps=[[gpu]] driver=nvidia",
+	} {
+		r, err := parseGPUs(spec)
+		if err != nil {
+			t.Errorf("%s: %v", spec, err)
+			continue
+		}
+		got := fmt.Sprintf("count=%d ids=%v caps=%v driver=%s", r.Count, r.DeviceIDs, r.Capabilities, r.Driver)
+		if got != want {
+			t.Errorf("%s: %s, want %s", spec, got, want)
+		}
+	}
+	for _, bad := range []string{"0", "two", "count=x", "2,device=1"} {
+		if _, err := parseGPUs(bad); err == nil {
+			t.Errorf("%s: accepted", bad)
+		}
+	}
+}

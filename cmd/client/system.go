@@ -3,9 +3,12 @@ package main
 import (
 	"fmt"
 	"runtime"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/docker/go-units"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/system"
 	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
 
@@ -48,7 +51,7 @@ func (c *cli) infoCmd() *cobra.Command {
 			i := res.Info
 			fmt.Fprintf(cmd.OutOrStdout(), "Server:\n Containers: %d\n Images: %d\n Server Version: %s\n Storage Driver: %s\n Cgroup Driver: %s\n Kernel Version: %s\n Operating System: %s\n Architecture: %s\n CPUs: %d\n Total Memory: %d\n Name: %s\n Root Dir: %s\n",
 				i.Containers, i.Images, i.ServerVersion, i.Driver, i.CgroupDriver, i.KernelVersion, i.OperatingSystem, i.Architecture, i.NCPU, i.MemTotal, i.Name, i.DockerRootDir)
-			return nil
+			return c.printDevices(cmd, api, i.CDISpecDirs, i.DiscoveredDevices)
 		},
 	}
 }
@@ -109,4 +112,41 @@ func (c *cli) systemCmd() *cobra.Command {
 	prune.Flags().BoolVarP(&all, "all", "a", false, "remove all unused images, not only dangling ones")
 	cmd.AddCommand(df, prune, c.infoCmd())
 	return cmd
+}
+
+// gpusLabel is berthd's label on a container holding GPUs or CDI devices.
+const gpusLabel = "berth.gpus"
+
+// printDevices lists the GPUs and CDI devices berthd found, each with the
+// containers holding it (running or created), as berthd's label says.
+func (c *cli) printDevices(cmd *cobra.Command, api *client.Client, dirs []string, devs []system.DeviceInfo) error {
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, " CDI Spec Directories: %s\n", strings.Join(dirs, ", "))
+	if len(devs) == 0 {
+		fmt.Fprintln(out, " GPUs: none")
+		return nil
+	}
+	res, err := api.ContainerList(cmd.Context(), client.ContainerListOptions{All: true,
+		Filters: client.Filters{}.Add("label", gpusLabel)})
+	if err != nil {
+		return err
+	}
+	holders := map[string][]string{}
+	for _, s := range res.Items {
+		if s.State != container.StateRunning && s.State != container.StateCreated {
+			continue
+		}
+		for _, id := range strings.Split(s.Labels[gpusLabel], ",") {
+			holders[id] = append(holders[id], strings.TrimPrefix(s.Names[0], "/"))
+		}
+	}
+	fmt.Fprintln(out, " Devices:")
+	for _, d := range devs {
+		h := "free"
+		if names := holders[d.ID]; len(names) > 0 {
+			h = "held by " + strings.Join(names, ", ")
+		}
+		fmt.Fprintf(out, "  %s (%s): %s\n", d.ID, d.Source, h)
+	}
+	return nil
 }

@@ -33,6 +33,8 @@ func (f *serveFlags) register(cmd *cobra.Command) {
 	fl.Var(&ulimitFlag{&f.cfg.DefaultUlimits}, "default-ulimit", "default ulimit for containers: NAME=SOFT[:HARD] (repeatable)")
 	fl.StringVar(&f.cfg.Bridge, "bridge", "", "link name of the default bridge network (default "+daemon.DefaultBridge+")")
 	fl.StringVar(&f.cfg.BIP, "bip", "", "the bridge's address and subnet (default "+daemon.DefaultBIP+")")
+	fl.StringArrayVar(&f.cfg.CDISpecDirs, "cdi-spec-dir", nil, "directory of CDI specs, replacing /etc/cdi and /var/run/cdi (repeatable)")
+	fl.StringVar(&f.cfg.NvidiaDriverRoot, "nvidia-driver-root", "", "root of the NVIDIA driver's files, for GPUs no CDI spec describes (default /)")
 	fl.StringVar(&f.configFile, "config-file", daemon.DefaultConfigFile, "daemon configuration file")
 }
 

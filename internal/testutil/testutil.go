@@ -42,7 +42,7 @@ func Require(t testing.TB, program string) string {
 // BusyboxPath is where Debian's busybox-static puts its binary.
 const BusyboxPath = "/bin/busybox"
 
-var busyboxApplets = []string{"sh", "true", "false", "cat", "echo", "ls", "id", "hostname", "sleep", "ps", "mount", "touch", "mkdir", "env"}
+var busyboxApplets = []string{"sh", "true", "false", "cat", "echo", "ls", "id", "hostname", "sleep", "ps", "mount", "touch", "mkdir", "env", "mknod", "readlink", "grep", "stat"}
 
 var builds struct {
 	sync.Mutex

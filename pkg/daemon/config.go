@@ -30,6 +30,11 @@ type Config struct {
 	// address and subnet, as Docker's "bridge" and "bip".
 	Bridge string `json:"bridge,omitempty"`
 	BIP    string `json:"bip,omitempty"`
+	// CDISpecDirs replace the CDI directories (/etc/cdi, /var/run/cdi).
+	CDISpecDirs []string `json:"cdi-spec-dirs,omitempty"`
+	// NvidiaDriverRoot is where the NVIDIA driver's files are found when
+	// no CDI spec describes the GPUs ("/"; a driver container's root).
+	NvidiaDriverRoot string `json:"nvidia-driver-root,omitempty"`
 }
 
 // Log rotation unless configured: a shared workstation's disk is not
@@ -158,6 +163,12 @@ func (c Config) Merge(other Config) Config {
 	}
 	if c.BIP == "" {
 		c.BIP = DefaultBIP
+	}
+	if len(c.CDISpecDirs) == 0 {
+		c.CDISpecDirs = other.CDISpecDirs
+	}
+	if c.NvidiaDriverRoot == "" {
+		c.NvidiaDriverRoot = other.NvidiaDriverRoot
 	}
 	return c
 }

@@ -31,6 +31,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/berth-containers/berth/pkg/cgroups"
+	"github.com/berth-containers/berth/pkg/gpu"
 	"github.com/berth-containers/berth/pkg/image"
 	"github.com/berth-containers/berth/pkg/image/snapshot"
 	"github.com/berth-containers/berth/pkg/runtime"
@@ -60,6 +61,9 @@ type Container struct {
 	// Networks are the networks connected to the container besides the
 	// one it runs on (network connect), joined at each start.
 	Networks []string `json:"networks,omitempty"`
+	// GPUs are the GPUs (UUIDs, or CDI names) and CDI devices it holds,
+	// chosen at create.
+	GPUs []string `json:"gpus,omitempty"`
 }
 
 // ContainerState is where a container is in its life.
@@ -82,6 +86,7 @@ type containers struct {
 	backoff sync.Map // ID -> last restart delay
 
 	launcher *shim.Launcher // keeps a shim started ahead
+	gpuMu    sync.Mutex     // GPU choice and record, one create at a time
 
 	chMu    sync.Mutex
 	changes map[string]chan struct{} // closed at the next change
@@ -148,10 +153,9 @@ func (c *containers) Create(ctx context.Context, name string, cfg *container.Con
 	if (len(hc.PortBindings) > 0 || hc.PublishAllPorts) && !bridged(hc) {
 		return nil, invalid(fmt.Errorf("conflicting options: port publishing and the container type network mode %q", hc.NetworkMode))
 	}
-	// Until GPUs exist, say so rather than run without.
-	if len(hc.DeviceRequests) > 0 {
-		r := hc.DeviceRequests[0]
-		return nil, invalid(fmt.Errorf("could not select device driver %q with capabilities: %v: GPU requests are not supported yet", r.Driver, r.Capabilities))
+	gpuReq, err := gpu.ParseRequests(hc.DeviceRequests, hc.Devices)
+	if err != nil {
+		return nil, invalid(err)
 	}
 	if name != "" && !validName.MatchString(name) {
 		return nil, invalid(fmt.Errorf("invalid container name %q: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", name))
@@ -205,6 +209,13 @@ func (c *containers) Create(ctx context.Context, name string, cfg *container.Con
 		return nil, err
 	}
 	spec.Linux.CgroupsPath = c.cgroupPath(ctr.ID)
+	if !gpuReq.Empty() {
+		c.gpuMu.Lock() // until recorded
+		defer c.gpuMu.Unlock()
+		if err := c.applyGPUs(ctr, gpuReq, spec, rootfs); err != nil {
+			return nil, err
+		}
+	}
 	if bridged(hc) {
 		// The image's EXPOSE, for -P, as Docker keeps them in the config.
 		for _, p := range rc.ExposedPorts {

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-containers/berth/pkg/cgroups"
+	"github.com/berth-containers/berth/pkg/gpu"
 	"github.com/berth-containers/berth/pkg/image"
 	"github.com/berth-containers/berth/pkg/image/registry"
 	"github.com/berth-containers/berth/pkg/image/snapshot"
@@ -42,6 +43,7 @@ type Daemon struct {
 	snapshot snapshot.Driver
 	ctrs     *containers
 	net      *network.Manager
+	gpus     *gpu.Manager
 	builds   *builds
 	execs    execs
 	// log rotation of containers' logs
@@ -87,6 +89,12 @@ func New(cfg Config) (*Daemon, error) {
 		StateDir: filepath.Join(cfg.Root, "netns"), DB: d.db}); err != nil {
 		d.Close()
 		return nil, err
+	}
+	if d.gpus, err = gpu.New(gpu.Config{CDISpecDirs: cfg.CDISpecDirs, DriverRoot: cfg.NvidiaDriverRoot}); d.gpus == nil {
+		d.Close()
+		return nil, err
+	} else if err != nil {
+		slog.Warn("some CDI specs are not usable", "err", err)
 	}
 	if d.ctrs, err = newContainers(d); err != nil {
 		d.Close()

@@ -16,6 +16,7 @@ import (
 	"github.com/moby/sys/capability"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+	"tags.cncf.io/container-device-interface/pkg/parser"
 
 	"github.com/berth-containers/berth/pkg/image"
 	"github.com/berth-containers/berth/pkg/runtime"
@@ -334,6 +335,9 @@ func specMount(m mount.Mount) (specs.Mount, error) {
 // applyDevices adds --device nodes and lets the device cgroup allow them.
 func applyDevices(s *specs.Spec, hc *container.HostConfig) error {
 	for _, d := range hc.Devices {
+		if parser.IsQualifiedName(d.PathOnHost) {
+			continue // a CDI device: see pkg/gpu
+		}
 		var st unix.Stat_t
 		if err := unix.Stat(d.PathOnHost, &st); err != nil {
 			return invalid(fmt.Errorf("device %s: %w", d.PathOnHost, err))

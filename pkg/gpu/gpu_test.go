@@ -105,7 +105,7 @@ func TestApplyNvidia(t *testing.T) {
 	for _, r := range s.Linux.Resources.Devices {
 		rules = append(rules, r.Type+" "+itoa(r.Major)+":"+itoa(r.Minor)+" "+r.Access)
 	}
-	if want := []string{"c 195:1 rw", "c 195:255 rw", "c 511:0 rw", "c 511:1 rw"}; !slices.Equal(rules, want) {
+	if want := []string{"c 195:1 rwm", "c 195:255 rwm", "c 511:0 rwm", "c 511:1 rwm"}; !slices.Equal(rules, want) {
 		t.Errorf("device cgroup rules %v, want %v", rules, want)
 	}
 	var mounts []string

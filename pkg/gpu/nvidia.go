@@ -140,7 +140,9 @@ func readGPUInformation(p string) (nvidiaGPU, error) {
 func (d *driver) edits(gpus []nvidiaGPU, caps []string, ldconfig, rootfs string) (*cdispec.ContainerEdits, error) {
 	e := &cdispec.ContainerEdits{}
 	node := func(p string) {
-		e.DeviceNodes = append(e.DeviceNodes, &cdispec.DeviceNode{Path: p, HostPath: filepath.Join(d.root, p), Permissions: "rw"})
+		// "m" too: the runtime makes the node in the container's /dev
+		// after joining the device cgroup.
+		e.DeviceNodes = append(e.DeviceNodes, &cdispec.DeviceNode{Path: p, HostPath: filepath.Join(d.root, p), Permissions: "rwm"})
 	}
 	for _, g := range gpus {
 		p := "/dev/nvidia" + strconv.Itoa(g.Minor)

@@ -111,5 +111,6 @@ func hookState(id, bundle string, pid int, status specs.ContainerState, annotati
 
 // parentHooks are the hooks the parent runs while init waits.
 func parentHooks(h *specs.Hooks) bool {
-	return h != nil && (len(h.Prestart) > 0 || len(h.CreateRuntime) > 0) //nolint:staticcheck // Prestart is deprecated but still run, as runc does
+	//lint:ignore SA1019 deprecated, and still run, as runc does
+	return h != nil && (len(h.Prestart) > 0 || len(h.CreateRuntime) > 0)
 }

@@ -36,6 +36,7 @@ func TestHooks(t *testing.T) {
 	f.spec.Process.Env = append(f.spec.Process.Env, "LEAK=container")
 	f.spec.Mounts = append(f.spec.Mounts, specs.Mount{Destination: "/data", Type: "bind", Source: data, Options: []string{"rbind", "ro"}})
 	f.spec.Hooks = &specs.Hooks{
+		//lint:ignore SA1019 deprecated, and still run
 		Prestart:        []specs.Hook{hook("prestart")},
 		CreateRuntime:   []specs.Hook{hook("createRuntime")},
 		CreateContainer: []specs.Hook{hook("createContainer")},

@@ -198,7 +198,8 @@ func (c *Container) awaitReady(ctx context.Context, o *createOptions, cfg *initC
 			return nil
 		case msgHooks:
 			h := cfg.Spec.Hooks
-			if err := runHooks("prestart", h.Prestart, cfg.State); err != nil { //nolint:staticcheck // deprecated, still run as runc does
+			//lint:ignore SA1019 deprecated, and still run, as runc does
+			if err := runHooks("prestart", h.Prestart, cfg.State); err != nil {
 				return err
 			}
 			if err := runHooks("createRuntime", h.CreateRuntime, cfg.State); err != nil {

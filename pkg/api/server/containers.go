@@ -503,11 +503,22 @@ func containerSummary(ctr *daemon.Container, st daemon.ContainerState) container
 	sum := container.Summary{ID: ctr.ID, Names: []string{"/" + ctr.Name}, Image: ctr.ImageRef, ImageID: ctr.ImageID.String(),
 		Command: strings.Join(append([]string{ctr.Path}, ctr.Args...), " "), Created: ctr.Created.Unix(),
 		Labels: ctr.Config.Labels, State: st.Status, Status: statusLine(st), Ports: []container.PortSummary{}}
-	if sum.Labels == nil {
-		sum.Labels = map[string]string{}
-	}
+	sum.Labels = withGPUsLabel(sum.Labels, ctr)
 	sum.HostConfig.NetworkMode = string(ctr.HostConfig.NetworkMode)
 	return sum
+}
+
+// withGPUsLabel is labels (copied) plus daemon.GPUsLabel for a container
+// holding GPUs: what every Docker client shows, without new fields.
+func withGPUsLabel(labels map[string]string, ctr *daemon.Container) map[string]string {
+	out := maps.Clone(labels)
+	if out == nil {
+		out = map[string]string{}
+	}
+	if len(ctr.GPUs) > 0 {
+		out[daemon.GPUsLabel] = strings.Join(ctr.GPUs, ",")
+	}
+	return out
 }
 
 // filters are the API's filters parameter: key -> accepted values.
@@ -527,7 +538,7 @@ func (f filters) match(ctr *daemon.Container, st daemon.ContainerState) bool {
 				return strings.HasPrefix(ctr.ID, v)
 			case "label":
 				k, want, hasValue := strings.Cut(v, "=")
-				got, present := ctr.Config.Labels[k]
+				got, present := withGPUsLabel(ctr.Config.Labels, ctr)[k]
 				return present && (!hasValue || got == want)
 			case "ancestor":
 				return ctr.ImageRef == v || ctr.ImageID.String() == v || strings.HasPrefix(ctr.ImageID.Encoded(), v)
@@ -568,6 +579,11 @@ func (s *Server) inspectContainer(_ context.Context, w http.ResponseWriter, _ *h
 	resp := container.InspectResponse{ID: ctr.ID, Created: ctr.Created.Format(time.RFC3339Nano), Path: ctr.Path, Args: ctr.Args,
 		State: state, Image: ctr.ImageID.String(), Name: "/" + ctr.Name, Driver: s.b.StorageDriver(), Platform: "linux",
 		LogPath: s.b.ContainerLog(ctr), RestartCount: ctr.RestartCount, Config: ctr.Config, HostConfig: ctr.HostConfig, Mounts: []container.MountPoint{}}
+	if len(ctr.GPUs) > 0 {
+		cfg := *ctr.Config
+		cfg.Labels = withGPUsLabel(cfg.Labels, ctr)
+		resp.Config = &cfg
+	}
 	resp.NetworkSettings = &container.NetworkSettings{Ports: nettypes.PortMap{}, Networks: map[string]*nettypes.EndpointSettings{}}
 	for _, ep := range s.b.ContainerEndpoints(ctr) {
 		resp.NetworkSettings.Networks[ep.Network] = endpointSettings(ep)

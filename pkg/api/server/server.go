@@ -7,12 +7,17 @@ import (
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/berth-containers/berth/pkg/daemon"
+	"github.com/berth-containers/berth/pkg/gpu"
 	"github.com/berth-containers/berth/pkg/image"
 	"github.com/berth-containers/berth/pkg/image/registry"
 )
 
 // Backend is what the API serves; pkg/daemon provides it.
 type Backend interface {
+	// GPUs, CDISpecDirs and CDIDevices are the machine's devices, for /info.
+	GPUs() ([]gpu.GPU, error)
+	CDISpecDirs() []string
+	CDIDevices() []string
 	Images() *image.Store
 	Registry() *registry.Client
 	// Root is the daemon's data directory, for /info.

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	goruntime "runtime"
+	"slices"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -13,6 +14,8 @@ import (
 	"github.com/moby/moby/api/types/registry"
 	"github.com/moby/moby/api/types/system"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-containers/berth/pkg/gpu"
 )
 
 func (s *Server) ping(_ context.Context, w http.ResponseWriter, r *http.Request, _ map[string]string) error {
@@ -65,6 +68,20 @@ func (s *Server) info(_ context.Context, w http.ResponseWriter, _ *http.Request,
 		Architecture: goruntime.GOARCH, NCPU: goruntime.NumCPU(), MemTotal: int64(si.Totalram) * int64(si.Unit),
 		KernelVersion: kernelVersion(), CgroupDriver: "cgroupfs", LoggingDriver: "json-file",
 		IndexServerAddress: "https://index.docker.io/v1/",
+		CDISpecDirs:        s.b.CDISpecDirs(),
+	}
+	// GPUs first, by index (a CDI GPU once), then the other CDI devices.
+	gpus, err := s.b.GPUs()
+	if err != nil {
+		return err
+	}
+	for _, g := range gpus {
+		info.DiscoveredDevices = append(info.DiscoveredDevices, system.DeviceInfo{Source: g.Source, ID: g.ID})
+	}
+	for _, name := range s.b.CDIDevices() {
+		if !slices.ContainsFunc(gpus, func(g gpu.GPU) bool { return g.ID == name }) {
+			info.DiscoveredDevices = append(info.DiscoveredDevices, system.DeviceInfo{Source: gpu.SourceCDI, ID: name})
+		}
 	}
 	ctrs, err := s.b.Containers()
 	if err != nil {
