@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -173,6 +174,28 @@ containerEdits:
 	for _, want := range []string{"nvidia.com/gpu=0 (cdi): free", "nvidia.com/gpu=1 (cdi): free", "example.com/fpga=a (cdi): free", "CDI Spec Directories: "} {
 		if !strings.Contains(info, want) {
 			t.Errorf("info: no %q in\n%s", want, info)
+		}
+	}
+}
+
+// TestGPUCheckScript runs integration/gpu/check.sh, the check for a
+// machine with a real GPU, on a fake driver, so that it does not rot
+// between the runs on such machines.
+func TestGPUCheckScript(t *testing.T) {
+	t.Parallel()
+	root := testutil.FakeNvidia(t, 2)
+	testutil.Require(t, testutil.BusyboxPath)
+	cmd := exec.Command("integration/gpu/check.sh")
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), "GPU_CHECK_DRIVER_ROOT="+root)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "GPU CHECK PASSED") {
+		t.Fatalf("check.sh: %v\n%s", err, out)
+	}
+	for _, want := range []string{"== berth run --gpus device=0 berth/gpu-check nvidia-smi -L\nGPU 0: NVIDIA Fake H100\n",
+		"GPU 1: NVIDIA Fake H100\n== berth run --gpus device=0"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("check.sh output has no %q:\n%s", want, out)
 		}
 	}
 }

@@ -123,7 +123,7 @@ func (c *cli) printDevices(cmd *cobra.Command, api *client.Client, dirs []string
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, " CDI Spec Directories: %s\n", strings.Join(dirs, ", "))
 	if len(devs) == 0 {
-		fmt.Fprintln(out, " GPUs: none")
+		fmt.Fprintln(out, " Devices: none")
 		return nil
 	}
 	res, err := api.ContainerList(cmd.Context(), client.ContainerListOptions{All: true,

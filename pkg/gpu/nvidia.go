@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/sys/unix"
 	cdispec "tags.cncf.io/container-device-interface/specs-go"
 )
 
@@ -211,36 +212,42 @@ func (d *driver) libraries(caps []string) ([]string, error) {
 	return out, nil
 }
 
-// resolve follows p's symlinks inside the root; the result must be a
-// regular file there.
+// resolve follows p's symlinks inside the root, as the kernel resolves a
+// path in a chroot (an absolute link, such as /lib64 -> /usr/lib64, is
+// relative to the root). The result, a path inside the root, must be a
+// regular file.
 func (d *driver) resolve(p string) (string, error) {
-	r, err := os.OpenRoot(d.root)
+	root, err := filepath.EvalSymlinks(d.root)
 	if err != nil {
 		return "", err
 	}
-	defer r.Close()
-	p = strings.TrimPrefix(path.Clean("/"+p), "/")
-	for range 40 {
-		fi, err := r.Lstat(p)
-		if err != nil {
-			return "", err
-		}
-		if fi.Mode().IsRegular() {
-			return "/" + p, nil
-		}
-		if fi.Mode()&fs.ModeSymlink == 0 {
-			return "", fmt.Errorf("%s: not a file", p)
-		}
-		target, err := r.Readlink(p)
-		if err != nil {
-			return "", err
-		}
-		if !path.IsAbs(target) {
-			target = path.Join(path.Dir("/"+p), target)
-		}
-		p = strings.TrimPrefix(path.Clean(target), "/")
+	dirfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", err
 	}
-	return "", fmt.Errorf("%s: too many symlinks", p)
+	defer unix.Close(dirfd)
+	fd, err := unix.Openat2(dirfd, p, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
+	if err != nil {
+		return "", &fs.PathError{Op: "resolve", Path: p, Err: err}
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return "", err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return "", fmt.Errorf("%s: not a file", p)
+	}
+	real, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	if err != nil {
+		return "", err
+	}
+	rel, err := filepath.Rel(root, real)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return "", fmt.Errorf("%s: resolves outside %s", p, d.root)
+	}
+	return "/" + rel, nil
 }
 
 // tools finds the driver's programs for caps under the root.
