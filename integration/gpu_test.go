@@ -157,8 +157,9 @@ containerEdits:
 	d.dockerOK(t, "import", busyboxTar(t), "busybox")
 
 	out := d.berthOK(t, "run", "--rm", "--device", "example.com/fpga=a", "busybox", "sh", "-c",
-		"ls /dev | grep -E 'fpga|nvidia' | tr '\\n' ' '; echo $FPGA; cat /opt/fpga/bitstream; stat -c %t:%T /dev/fpga-a")
-	if want := "fpga-a a\nfpga image\n1ff:0\n"; out != want {
+		"ls /dev | grep -E 'fpga|nvidia' | tr '\\n' ' '; echo $FPGA; cat /opt/fpga/bitstream; stat -c %t:%T /dev/fpga-a; stat -f -c '%b*%S' /dev/shm")
+	// No GPU: Docker's /dev/shm.
+	if want := "fpga-a a\nfpga image\n1ff:0\n16384*4096\n"; out != want {
 		t.Errorf("--device example.com/fpga=a:\n%s\nwant:\n%s", out, want)
 	}
 	// --gpus takes the CDI spec's GPUs, not the driver's: its nodes, its

@@ -64,7 +64,7 @@ func (c *containers) applyGPUs(ctr *Container, req gpu.Request, spec *specs.Spec
 		return invalid(err)
 	}
 	ctr.GPUs = held
-	if ctr.HostConfig.ShmSize <= 0 {
+	if req.HasGPUs() && ctr.HostConfig.ShmSize <= 0 {
 		setShmSize(spec, gpuShmSize())
 	}
 	return nil

@@ -151,8 +151,17 @@ type Request struct {
 // Empty reports whether nothing is asked for.
 func (r Request) Empty() bool { return r.Count == 0 && len(r.IDs) == 0 && len(r.CDI) == 0 }
 
-// wantsGPUs reports whether GPUs (not only CDI devices) are asked for.
+// wantsGPUs reports whether --gpus asks for GPUs.
 func (r Request) wantsGPUs() bool { return r.Count != 0 || len(r.IDs) > 0 }
+
+// HasGPUs reports whether GPUs are asked for, by --gpus or as CDI devices
+// of a GPU class (nvidia.com/gpu=0).
+func (r Request) HasGPUs() bool {
+	return r.wantsGPUs() || slices.ContainsFunc(r.CDI, func(name string) bool {
+		kind, _, _ := strings.Cut(name, "=")
+		return strings.HasSuffix(kind, "/gpu")
+	})
+}
 
 // nvidiaDriverCaps can be asked of the nvidia driver, as Docker registers it.
 var nvidiaDriverCaps = append([]string{"gpu", "nvidia"}, allCapabilities...)
