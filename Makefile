@@ -11,10 +11,16 @@ TAGS := osusergo,netgo
 STATICCHECK_VERSION := v0.8.2
 BIN := $(CURDIR)/.cache/bin
 
-.PHONY: help build test unit lint bench demo prereqs clean
+.PHONY: help build test unit lint bench demo prereqs clean install uninstall
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: build ## install binaries, systemd units, /etc/berth/daemon.json, the berth group (PREFIX, DESTDIR)
+	@scripts/install.sh install
+
+uninstall: ## remove what install put (data and /etc/berth stay unless PURGE=1)
+	@scripts/install.sh uninstall
 
 prereqs: ## install missing Debian packages (idempotent)
 	@scripts/install-prereqs.sh

@@ -136,7 +136,8 @@ func TestAPIBadRequests(t *testing.T) {
 }
 
 // TestSocketActivation: berthd -H fd:// serves on a socket it inherits,
-// as systemd passes it (LISTEN_PID, LISTEN_FDS, fd 3).
+// as systemd passes it (LISTEN_PID, LISTEN_FDS, fd 3), and tells systemd
+// (NOTIFY_SOCKET, Type=notify) READY=1 once it serves, STOPPING=1 at stop.
 func TestSocketActivation(t *testing.T) {
 	testutil.RequiresRoot(t)
 	t.Parallel()
@@ -153,8 +154,14 @@ func TestSocketActivation(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.Close()
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify"), Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
 	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=berth.socket exec "$0" "$@"`,
 		testutil.Build(t, "./cmd/daemon", true), "--root", filepath.Join(dir, "root"), "-H", "fd://", "--config-file", os.DevNull)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+filepath.Join(dir, "notify"))
 	cmd.ExtraFiles = []*os.File{f}
 	var log strings.Builder
 	cmd.Stdout, cmd.Stderr = &log, &log
@@ -183,5 +190,21 @@ func TestSocketActivation(t *testing.T) {
 	resp.Body.Close()
 	if string(b) != "OK" {
 		t.Errorf("_ping: %q", b)
+	}
+	readNotify := func() string {
+		buf := make([]byte, 256)
+		_ = notify.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := notify.Read(buf)
+		if err != nil {
+			t.Fatalf("read NOTIFY_SOCKET: %v", err)
+		}
+		return string(buf[:n])
+	}
+	if got := readNotify(); got != "READY=1" {
+		t.Errorf("first notification %q, want READY=1", got)
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	if got := readNotify(); got != "STOPPING=1" {
+		t.Errorf("notification at stop %q, want STOPPING=1", got)
 	}
 }

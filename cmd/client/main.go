@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // defaultHost is berthd's socket; BERTH_HOST or -H override it.
@@ -18,7 +20,29 @@ const defaultHost = "unix:///run/berth/berth.sock"
 // cli carries the global flags to the commands.
 type cli struct {
 	host string
+	tls  tlsFlags
 	api  *client.Client
+}
+
+// tlsFlags are the docker CLI's: --tlsverify (or DOCKER_TLS_VERIFY) turns
+// mutual TLS on, with ca.pem, cert.pem and key.pem from DOCKER_CERT_PATH
+// (default ~/.docker) unless named.
+type tlsFlags struct {
+	verify        bool
+	ca, cert, key string
+}
+
+func (f *tlsFlags) register(fl *pflag.FlagSet) {
+	dir := os.Getenv("DOCKER_CERT_PATH")
+	if dir == "" {
+		if home, err := os.UserHomeDir(); err == nil {
+			dir = filepath.Join(home, ".docker")
+		}
+	}
+	fl.BoolVar(&f.verify, "tlsverify", os.Getenv("DOCKER_TLS_VERIFY") != "", "use mutual TLS and verify berthd's certificate (or DOCKER_TLS_VERIFY)")
+	fl.StringVar(&f.ca, "tlscacert", filepath.Join(dir, "ca.pem"), "CA that signed berthd's certificate (DOCKER_CERT_PATH/ca.pem)")
+	fl.StringVar(&f.cert, "tlscert", filepath.Join(dir, "cert.pem"), "client certificate (DOCKER_CERT_PATH/cert.pem)")
+	fl.StringVar(&f.key, "tlskey", filepath.Join(dir, "key.pem"), "client key (DOCKER_CERT_PATH/key.pem)")
 }
 
 // client connects lazily, so that `berth --help` needs no daemon.
@@ -26,7 +50,11 @@ func (c *cli) client() (*client.Client, error) {
 	if c.api != nil {
 		return c.api, nil
 	}
-	api, err := client.New(client.WithHost(c.host)) // negotiates the API version
+	opts := []client.Opt{client.WithHost(c.host)} // negotiates the API version
+	if c.tls.verify {
+		opts = append(opts, client.WithTLSClientConfig(c.tls.ca, c.tls.cert, c.tls.key))
+	}
+	api, err := client.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("berthd at %s: %w", c.host, err)
 	}
@@ -46,7 +74,8 @@ func main() {
 	if host == "" {
 		host = defaultHost
 	}
-	root.PersistentFlags().StringVarP(&c.host, "host", "H", host, "berthd's address (or BERTH_HOST)")
+	root.PersistentFlags().StringVarP(&c.host, "host", "H", host, "berthd's address: unix://PATH or tcp://HOST:2376 (or BERTH_HOST)")
+	c.tls.register(root.PersistentFlags())
 	root.AddCommand(c.versionCmd(), c.infoCmd(), c.loginCmd(), c.logoutCmd(), c.imageCmd(), c.systemCmd())
 	root.AddCommand(c.containerCmd(), c.psCmd(), c.buildCmd(), c.builderCmd(), c.networkCmd())
 	root.AddCommand(c.containerCommands()...)

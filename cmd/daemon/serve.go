@@ -24,7 +24,7 @@ type serveFlags struct {
 func (f *serveFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.cfg.Root, "root", "", "data directory (default "+daemon.DefaultRoot+")")
-	fl.StringArrayVarP(&f.cfg.Hosts, "host", "H", nil, "address to serve the API on: unix://PATH or tcp://127.0.0.1:PORT (repeatable; default "+daemon.DefaultHost+")")
+	fl.StringArrayVarP(&f.cfg.Hosts, "host", "H", nil, "address to serve the API on: unix://PATH, fd:// (systemd) or tcp://ADDR:2376 with --tlsverify (repeatable; default "+daemon.DefaultHost+")")
 	fl.StringVar(&f.cfg.Group, "group", "", "group owning the API socket (default "+daemon.DefaultGroup+")")
 	fl.StringVar(&f.cfg.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
 	fl.StringSliceVar(&f.cfg.InsecureRegistries, "insecure-registry", nil, "registry (host:port) that may be reached over plain HTTP")
@@ -35,6 +35,10 @@ func (f *serveFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.cfg.BIP, "bip", "", "the bridge's address and subnet (default "+daemon.DefaultBIP+")")
 	fl.StringArrayVar(&f.cfg.CDISpecDirs, "cdi-spec-dir", nil, "directory of CDI specs, replacing /etc/cdi and /var/run/cdi (repeatable)")
 	fl.StringVar(&f.cfg.NvidiaDriverRoot, "nvidia-driver-root", "", "root of the NVIDIA driver's files, for GPUs no CDI spec describes (default /)")
+	fl.BoolVar(&f.cfg.TLSVerify, "tlsverify", false, "serve tcp:// hosts with mutual TLS: clients need a certificate signed by --tlscacert")
+	fl.StringVar(&f.cfg.TLSCACert, "tlscacert", "", "CA that signs client certificates (default "+daemon.DefaultTLSCACert+")")
+	fl.StringVar(&f.cfg.TLSCert, "tlscert", "", "berthd's TLS certificate (default "+daemon.DefaultTLSCert+")")
+	fl.StringVar(&f.cfg.TLSKey, "tlskey", "", "berthd's TLS key (default "+daemon.DefaultTLSKey+")")
 	fl.StringVar(&f.configFile, "config-file", daemon.DefaultConfigFile, "daemon configuration file")
 }
 

@@ -33,7 +33,7 @@ echo "== host: $gpus GPU(s)"
 if [ "$driver_root" = / ]; then nvidia-smi -L; fi
 
 bin/berthd --root "$work/root" -H "unix://$sock" --config-file /dev/null --cgroup-parent "/$cgroup" \
-	--bridge "brgpu$((tag % 100000))" --bip "10.88.$((tag % 250)).1/24" \
+	--bridge "brgpu$((tag % 100000))" --bip "10.87.$((tag % 250)).1/24" \
 	--nvidia-driver-root "$driver_root" --cdi-spec-dir "$work/cdi" >"$work/berthd.log" 2>&1 &
 berthd_pid=$!
 berth() { bin/berth -H "unix://$sock" "$@"; }

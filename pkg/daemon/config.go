@@ -35,6 +35,13 @@ type Config struct {
 	// NvidiaDriverRoot is where the NVIDIA driver's files are found when
 	// no CDI spec describes the GPUs ("/"; a driver container's root).
 	NvidiaDriverRoot string `json:"nvidia-driver-root,omitempty"`
+	// TLSVerify serves tcp:// hosts with mutual TLS: TLSCert and TLSKey
+	// are berthd's, and clients must show a certificate TLSCACert signed.
+	// Without it berthd refuses to listen on TCP.
+	TLSVerify bool   `json:"tlsverify,omitempty"`
+	TLSCACert string `json:"tlscacert,omitempty"`
+	TLSCert   string `json:"tlscert,omitempty"`
+	TLSKey    string `json:"tlskey,omitempty"`
 }
 
 // Log rotation unless configured: a shared workstation's disk is not
@@ -79,6 +86,10 @@ const (
 	// DefaultBIP is away from Docker's 172.17.0.0/16 and Podman's
 	// 10.88.0.0/16, so berth can run beside them.
 	DefaultBIP = "10.89.0.1/16"
+	// The mutual TLS files, as scripts/gen-certs writes them.
+	DefaultTLSCACert = "/etc/berth/tls/ca.pem"
+	DefaultTLSCert   = "/etc/berth/tls/server-cert.pem"
+	DefaultTLSKey    = "/etc/berth/tls/server-key.pem"
 )
 
 // LoadConfigFile reads a daemon.json (Docker's key names); a missing file
@@ -169,6 +180,22 @@ func (c Config) Merge(other Config) Config {
 	}
 	if c.NvidiaDriverRoot == "" {
 		c.NvidiaDriverRoot = other.NvidiaDriverRoot
+	}
+	c.TLSVerify = c.TLSVerify || other.TLSVerify
+	for _, f := range []struct {
+		v         *string
+		file, def string
+	}{
+		{&c.TLSCACert, other.TLSCACert, DefaultTLSCACert},
+		{&c.TLSCert, other.TLSCert, DefaultTLSCert},
+		{&c.TLSKey, other.TLSKey, DefaultTLSKey},
+	} {
+		if *f.v == "" {
+			*f.v = f.file
+		}
+		if *f.v == "" {
+			*f.v = f.def
+		}
 	}
 	return c
 }

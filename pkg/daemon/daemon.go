@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -19,6 +20,8 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/docker/go-connections/tlsconfig"
 	"github.com/moby/moby/api/types/container"
 	digest "github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
@@ -174,6 +177,10 @@ func (d *Daemon) Serve(ctx context.Context, h http.Handler) error {
 	for _, l := range listeners {
 		go func() { errc <- srv.Serve(l) }()
 	}
+	// systemd's Type=notify: the API is served from here on.
+	if _, err := sddaemon.SdNotify(false, sddaemon.SdNotifyReady); err != nil {
+		slog.Warn("tell systemd berthd is ready", "err", err)
+	}
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
@@ -181,6 +188,7 @@ func (d *Daemon) Serve(ctx context.Context, h http.Handler) error {
 			return err
 		}
 	}
+	_, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyStopping)
 	cancelRequests()
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -189,11 +197,11 @@ func (d *Daemon) Serve(ctx context.Context, h http.Handler) error {
 
 // listen opens one -H address: unix://PATH (mode 0660, owned by root and
 // the configured group), fd:// (sockets passed by systemd socket
-// activation) or tcp://ADDR, which without TLS is allowed on loopback only.
+// activation) or tcp://ADDR, with mutual TLS only.
 func (d *Daemon) listen(host string) (net.Listener, error) {
 	proto, addr, ok := strings.Cut(host, "://")
 	if !ok {
-		return nil, fmt.Errorf("host %q: want unix://PATH or tcp://ADDR", host)
+		return nil, fmt.Errorf("host %q: want unix://PATH, fd:// or tcp://ADDR", host)
 	}
 	switch proto {
 	case "unix":
@@ -201,16 +209,32 @@ func (d *Daemon) listen(host string) (net.Listener, error) {
 	case "fd":
 		return d.listenFD(addr)
 	case "tcp":
-		h, _, err := net.SplitHostPort(addr)
-		if err != nil {
-			return nil, fmt.Errorf("host %q: %w", host, err)
-		}
-		if ip := net.ParseIP(h); h != "localhost" && (ip == nil || !ip.IsLoopback()) {
-			return nil, fmt.Errorf("host %q: plain TCP gives root to anyone who can connect; only loopback addresses are allowed until TLS is configured", host)
-		}
-		return net.Listen("tcp", addr)
+		return d.listenTLS(host, addr)
 	}
 	return nil, fmt.Errorf("host %q: unknown protocol %q", host, proto)
+}
+
+// listenTLS serves addr with mutual TLS: TLS 1.2 or later, and a client
+// certificate signed by the configured CA, checked at the handshake.
+// Plain TCP is refused, loopback too: the API is root on this machine, and
+// every local user can reach a loopback port.
+func (d *Daemon) listenTLS(host, addr string) (net.Listener, error) {
+	if !d.cfg.TLSVerify {
+		return nil, fmt.Errorf("host %q: plain TCP would give root on this machine to anyone who can connect (every local user, on loopback): use --tlsverify with --tlscacert, --tlscert and --tlskey (scripts/gen-certs makes them)", host)
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return nil, fmt.Errorf("host %q: %w", host, err)
+	}
+	cfg, err := tlsconfig.Server(tlsconfig.Options{CAFile: d.cfg.TLSCACert, CertFile: d.cfg.TLSCert, KeyFile: d.cfg.TLSKey,
+		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		return nil, fmt.Errorf("host %q: TLS: %w", host, err)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return tls.NewListener(l, cfg), nil
 }
 
 // listenFD takes a socket systemd passed (LISTEN_FDS): fd:// is the
