@@ -162,6 +162,11 @@ containerEdits:
 	if want := "fpga-a a\nfpga image\n1ff:0\n16384*4096\n"; out != want {
 		t.Errorf("--device example.com/fpga=a:\n%s\nwant:\n%s", out, want)
 	}
+	// The docker CLI sends a CDI name as it will (a device request on
+	// newer API versions, a device mapping on older ones): both work.
+	if out := d.dockerOK(t, "run", "--rm", "--device", "example.com/fpga=a", "busybox", "sh", "-c", "echo $FPGA; ls /dev/fpga-a"); out != "a\n/dev/fpga-a\n" {
+		t.Errorf("docker run --device example.com/fpga=a: %q", out)
+	}
 	// --gpus takes the CDI spec's GPUs, not the driver's: its nodes, its
 	// environment, its hook.
 	out = d.berthOK(t, "run", "--rm", "--gpus", "device=1", "busybox", "sh", "-c", gpuView)
