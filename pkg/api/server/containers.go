@@ -538,7 +538,10 @@ func (f filters) match(ctr *daemon.Container, st daemon.ContainerState) bool {
 				return strings.HasPrefix(ctr.ID, v)
 			case "label":
 				k, want, hasValue := strings.Cut(v, "=")
-				got, present := withGPUsLabel(ctr.Config.Labels, ctr)[k]
+				got, present := ctr.Config.Labels[k]
+				if k == daemon.GPUsLabel && len(ctr.GPUs) > 0 {
+					got, present = strings.Join(ctr.GPUs, ","), true
+				}
 				return present && (!hasValue || got == want)
 			case "ancestor":
 				return ctr.ImageRef == v || ctr.ImageID.String() == v || strings.HasPrefix(ctr.ImageID.Encoded(), v)
