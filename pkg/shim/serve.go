@@ -142,6 +142,7 @@ func (s *server) run(report func(status), release *os.File) (*Exit, error) {
 		return nil, err
 	}
 	report(status{Started: true})
+	shedStartupMemory()
 	code, err := c.Wait(ctx)
 	s.pumps.Wait()
 	exit := &Exit{ExitCode: code, FinishedAt: time.Now().UTC()}
