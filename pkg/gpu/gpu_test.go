@@ -277,3 +277,27 @@ func itoa(p *int64) string {
 	}
 	return strconv.FormatInt(*p, 10)
 }
+
+// TestNoLDCacheHook: a read-only rootfs, or one without /etc (busybox,
+// scratch: no dynamic loader to read a cache), gets no ldconfig hook.
+func TestNoLDCacheHook(t *testing.T) {
+	root := testutil.FakeNvidia(t, 1)
+	m := newManager(t, gpu.Config{DriverRoot: root})
+	ro, rootfs := baseSpec(t)
+	ro.Root.Readonly = true
+	noEtc := &specs.Spec{Root: &specs.Root{Path: t.TempDir()}, Process: &specs.Process{}, Linux: &specs.Linux{Resources: &specs.LinuxResources{}}}
+	for name, tc := range map[string]struct {
+		s      *specs.Spec
+		rootfs string
+	}{"read-only": {ro, rootfs}, "no /etc": {noEtc, noEtc.Root.Path}} {
+		if _, err := m.Apply(tc.s, gpu.Request{Count: 1}, nil, tc.rootfs); err != nil {
+			t.Fatal(err)
+		}
+		if tc.s.Hooks != nil && len(tc.s.Hooks.CreateContainer) > 0 {
+			t.Errorf("%s: hooks %+v, want none", name, tc.s.Hooks.CreateContainer)
+		}
+		if len(tc.s.Mounts) == 0 {
+			t.Errorf("%s: no libraries mounted", name)
+		}
+	}
+}
