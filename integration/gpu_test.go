@@ -205,3 +205,35 @@ func TestGPUCheckScript(t *testing.T) {
 		}
 	}
 }
+
+// TestGPUsShareOutInParallel: four `run -d --gpus 1` at once on four GPUs
+// get one GPU each (the choice and its record are one step).
+func TestGPUsShareOutInParallel(t *testing.T) {
+	t.Parallel()
+	root := testutil.FakeNvidia(t, 4)
+	d := startDaemonWith(t, "--nvidia-driver-root", root)
+	d.dockerOK(t, "import", busyboxTar(t), "busybox")
+	errs := make(chan error, 4)
+	for i := range 4 {
+		go func() {
+			out, err := d.berth(t, "", "run", "-d", "--name", fmt.Sprint("job", i), "--gpus", "1", "busybox", "sleep", "60")
+			if err != nil {
+				err = fmt.Errorf("%v: %s", err, out)
+			}
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := d.berthOK(t, "ps", "--format", `{{.GPUs}}`)
+	seen := map[string]bool{}
+	for _, id := range strings.Fields(held) {
+		seen[id] = true
+	}
+	if len(seen) != 4 {
+		t.Errorf("four containers hold %d distinct GPUs:\n%s", len(seen), held)
+	}
+}
