@@ -296,14 +296,25 @@ func (m *Manager) detach(id string) error {
 	// it, in the kernel's own time: deleting a link waits for RCU grace
 	// periods, tens of milliseconds that a container's stop need not wait.
 	errs = append(errs, deleteNetns(m.NetnsPath(id)))
-	errs = append(errs, m.cfg.DB.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(endpointsBucket)
+	// A container with no endpoint (--network none, or detached already)
+	// costs no write transaction: each is two fdatasyncs.
+	prefix := []byte(id + "/")
+	endpointKeys := func(tx *bolt.Tx) [][]byte {
 		var keys [][]byte
-		c := b.Cursor()
-		for k, _ := c.Seek([]byte(id)); k != nil && bytes.HasPrefix(k, []byte(id)); k, _ = c.Next() {
+		c := tx.Bucket(endpointsBucket).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
 			keys = append(keys, slices.Clone(k))
 		}
-		for _, k := range keys {
+		return keys
+	}
+	var found bool
+	_ = m.cfg.DB.View(func(tx *bolt.Tx) error { found = len(endpointKeys(tx)) > 0; return nil })
+	if !found {
+		return errors.Join(errs...)
+	}
+	errs = append(errs, m.cfg.DB.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(endpointsBucket)
+		for _, k := range endpointKeys(tx) {
 			if err := b.Delete(k); err != nil {
 				return err
 			}
