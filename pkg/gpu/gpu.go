@@ -92,18 +92,24 @@ type GPU struct {
 // GPUs lists the machine's GPUs: the CDI spec's for nvidia.com/gpu where
 // there is one, else the driver's.
 func (m *Manager) GPUs() ([]GPU, error) {
+	gpus, _, err := m.inventory()
+	return gpus, err
+}
+
+// inventory is GPUs, with the driver they were found in (nil for CDI's).
+func (m *Manager) inventory() ([]GPU, *driver, error) {
 	if gpus := m.cdiGPUs(); len(gpus) > 0 {
-		return gpus, nil
+		return gpus, nil, nil
 	}
 	d, err := discover(m.root)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := make([]GPU, len(d.gpus))
 	for i, g := range d.gpus {
 		out[i] = GPU{ID: g.UUID, Index: g.Index, UUID: g.UUID, Model: g.Model, Source: SourceNvidia}
 	}
-	return out, nil
+	return out, d, nil
 }
 
 // cdiGPUs are the CDI spec's GPUs by index name ("0", "1"; nvidia-ctk's
@@ -231,7 +237,7 @@ func matchCapabilities(sets [][]string) ([]string, bool) {
 func (m *Manager) Apply(s *specs.Spec, req Request, usage map[string]int, rootfs string) ([]string, error) {
 	var held []string
 	if req.wantsGPUs() {
-		gpus, err := m.GPUs()
+		gpus, d, err := m.inventory()
 		if err != nil {
 			return nil, err
 		}
@@ -239,7 +245,7 @@ func (m *Manager) Apply(s *specs.Spec, req Request, usage map[string]int, rootfs
 		if err != nil {
 			return nil, err
 		}
-		if err := m.applyGPUs(s, picked, req, rootfs); err != nil {
+		if err := m.applyGPUs(s, d, picked, req, rootfs); err != nil {
 			return nil, err
 		}
 		for _, g := range picked {
@@ -300,9 +306,10 @@ func describe(gpus []GPU) string {
 	return strings.Join(s, ", ")
 }
 
-// applyGPUs gives the container the picked GPUs.
-func (m *Manager) applyGPUs(s *specs.Spec, picked []GPU, req Request, rootfs string) error {
-	if picked[0].Source == SourceCDI {
+// applyGPUs gives the container the picked GPUs: CDI's, or those of d,
+// the driver they were found in.
+func (m *Manager) applyGPUs(s *specs.Spec, d *driver, picked []GPU, req Request, rootfs string) error {
+	if d == nil {
 		names := make([]string, len(picked))
 		for i, g := range picked {
 			names[i] = g.ID
@@ -312,22 +319,14 @@ func (m *Manager) applyGPUs(s *specs.Spec, picked []GPU, req Request, rootfs str
 		}
 		return nil
 	}
-	d, err := discover(m.root)
-	if err != nil {
-		return err
-	}
-	var gpus []nvidiaGPU
-	var uuids []string
-	for _, p := range picked {
-		i := slices.IndexFunc(d.gpus, func(g nvidiaGPU) bool { return g.UUID == p.UUID })
-		if i < 0 {
-			return fmt.Errorf("GPU %s is gone", p.UUID)
-		}
-		gpus = append(gpus, d.gpus[i])
-		uuids = append(uuids, p.UUID)
+	gpus := make([]nvidiaGPU, len(picked))
+	uuids := make([]string, len(picked))
+	for i, p := range picked {
+		gpus[i], uuids[i] = d.gpus[p.Index], p.UUID // Index is the position in d.gpus
 	}
 	caps := req.Capabilities
 	if len(caps) == 0 {
+		var err error
 		if caps, err = driverCapabilities(s.Process.Env); err != nil {
 			return err
 		}
