@@ -1,8 +1,6 @@
 package daemon
 
 import (
-	"strconv"
-
 	"github.com/moby/moby/api/types/container"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -81,16 +79,4 @@ func gpuShmSize() int64 {
 		return defaultShmSize
 	}
 	return int64(si.Totalram) * int64(si.Unit) / 2
-}
-
-func setShmSize(s *specs.Spec, size int64) {
-	for i, m := range s.Mounts {
-		if m.Destination == "/dev/shm" {
-			for j, o := range m.Options {
-				if len(o) > 5 && o[:5] == "size=" {
-					s.Mounts[i].Options[j] = "size=" + strconv.FormatInt(size, 10)
-				}
-			}
-		}
-	}
 }

@@ -232,16 +232,21 @@ func applyPrivileged(s *specs.Spec, hc *container.HostConfig) error {
 	return nil
 }
 
+// setShmSize gives /dev/shm its options, with size bytes.
+func setShmSize(s *specs.Spec, size int64) {
+	for i, m := range s.Mounts {
+		if m.Destination == "/dev/shm" {
+			s.Mounts[i].Options = []string{"nosuid", "noexec", "nodev", "mode=1777", "size=" + strconv.FormatInt(size, 10)}
+		}
+	}
+}
+
 func applyMounts(s *specs.Spec, hc *container.HostConfig) error {
 	shm := hc.ShmSize
 	if shm <= 0 {
 		shm = defaultShmSize
 	}
-	for i, m := range s.Mounts {
-		if m.Destination == "/dev/shm" {
-			s.Mounts[i].Options = []string{"nosuid", "noexec", "nodev", "mode=1777", "size=" + strconv.FormatInt(shm, 10)}
-		}
-	}
+	setShmSize(s, shm)
 	s.Root.Readonly = hc.ReadonlyRootfs
 	for _, b := range hc.Binds {
 		m, err := parseBind(b)
