@@ -287,7 +287,8 @@ func (m *Manager) Detach(id string) error {
 
 func (m *Manager) detach(id string) error {
 	var errs []error
-	for _, ep := range m.ContainerEndpoints(id) {
+	eps := m.ContainerEndpoints(id)
+	for _, ep := range eps {
 		for _, p := range ep.Ports {
 			errs = append(errs, m.portRules(ep, p, false))
 		}
@@ -298,29 +299,17 @@ func (m *Manager) detach(id string) error {
 	errs = append(errs, deleteNetns(m.NetnsPath(id)))
 	// A container with no endpoint (--network none, or detached already)
 	// costs no write transaction: each is two fdatasyncs.
-	prefix := []byte(id + "/")
-	endpointKeys := func(tx *bolt.Tx) [][]byte {
-		var keys [][]byte
-		c := tx.Bucket(endpointsBucket).Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			keys = append(keys, slices.Clone(k))
-		}
-		return keys
-	}
-	var found bool
-	_ = m.cfg.DB.View(func(tx *bolt.Tx) error { found = len(endpointKeys(tx)) > 0; return nil })
-	if !found {
-		return errors.Join(errs...)
-	}
-	errs = append(errs, m.cfg.DB.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(endpointsBucket)
-		for _, k := range endpointKeys(tx) {
-			if err := b.Delete(k); err != nil {
-				return err
+	if len(eps) > 0 {
+		errs = append(errs, m.cfg.DB.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(endpointsBucket)
+			for _, ep := range eps {
+				if err := b.Delete(ep.key()); err != nil {
+					return err
+				}
 			}
-		}
-		return nil
-	}))
+			return nil
+		}))
+	}
 	return errors.Join(errs...)
 }
 
