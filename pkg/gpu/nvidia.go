@@ -64,15 +64,23 @@ type nvidiaGPU struct {
 
 // driver is what discovery found under one root.
 type driver struct {
-	root string
+	root string // its real path, symlinks resolved
 	gpus []nvidiaGPU
 }
 
 // discover reads the GPUs from root's /proc/driver/nvidia. No directory
 // (no driver loaded) is no GPU and no error.
 func discover(root string) (*driver, error) {
-	d := &driver{root: root}
-	dir := filepath.Join(root, "proc/driver/nvidia/gpus")
+	// Resolved once: resolve compares the real paths of libraries with it.
+	real, err := filepath.EvalSymlinks(root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &driver{root: root}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	d := &driver{root: real}
+	dir := filepath.Join(real, "proc/driver/nvidia/gpus")
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return d, nil
@@ -217,11 +225,7 @@ func (d *driver) libraries(caps []string) ([]string, error) {
 // relative to the root). The result, a path inside the root, must be a
 // regular file.
 func (d *driver) resolve(p string) (string, error) {
-	root, err := filepath.EvalSymlinks(d.root)
-	if err != nil {
-		return "", err
-	}
-	dirfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	dirfd, err := unix.Open(d.root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return "", err
 	}
@@ -243,7 +247,7 @@ func (d *driver) resolve(p string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	rel, err := filepath.Rel(root, real)
+	rel, err := filepath.Rel(d.root, real)
 	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
 		return "", fmt.Errorf("%s: resolves outside %s", p, d.root)
 	}
