@@ -508,16 +508,20 @@ func containerSummary(ctr *daemon.Container, st daemon.ContainerState) container
 	return sum
 }
 
-// withGPUsLabel is labels (copied) plus daemon.GPUsLabel for a container
-// holding GPUs: what every Docker client shows, without new fields.
+// withGPUsLabel is labels plus, for a container holding GPUs (on a copy),
+// daemon.GPUsLabel: what every Docker client shows, without new fields.
 func withGPUsLabel(labels map[string]string, ctr *daemon.Container) map[string]string {
+	if len(ctr.GPUs) == 0 {
+		if labels == nil {
+			return map[string]string{}
+		}
+		return labels
+	}
 	out := maps.Clone(labels)
 	if out == nil {
 		out = map[string]string{}
 	}
-	if len(ctr.GPUs) > 0 {
-		out[daemon.GPUsLabel] = strings.Join(ctr.GPUs, ",")
-	}
+	out[daemon.GPUsLabel] = strings.Join(ctr.GPUs, ",")
 	return out
 }
 
