@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-containers/berth/pkg/cgroups"
 	"github.com/berth-containers/berth/pkg/runtime"
@@ -198,4 +199,41 @@ func TestDuplicateIDAndWrongStates(t *testing.T) {
 	if err := c.Delete(ctx, true); err != nil {
 		t.Errorf("forced delete: %v", err)
 	}
+}
+
+// TestHandOver: a handed-over init is never reaped by the runtime: its
+// exit waits, a zombie, for the caller's successor (here the test
+// itself); and one that ended and was reaped before reports its code.
+func TestHandOver(t *testing.T) {
+	t.Run("running", func(t *testing.T) {
+		f := newFixture(t, "sh", "-c", "sleep 0.2; exit 9")
+		c := f.create(t)
+		if err := c.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if _, exited := c.HandOver(); exited {
+			t.Fatal("HandOver says a sleeping init ended")
+		}
+		// Only the exit observed, never reaped: wait4 finds it.
+		var ws unix.WaitStatus
+		if _, err := unix.Wait4(c.Pid(), &ws, 0, nil); err != nil {
+			t.Fatalf("wait4 of the handed-over init: %v", err)
+		}
+		if ws.ExitStatus() != 9 {
+			t.Errorf("exit status %d, want 9", ws.ExitStatus())
+		}
+	})
+	t.Run("ended", func(t *testing.T) {
+		f := newFixture(t, "sh", "-c", "exit 4")
+		c := f.create(t)
+		if err := c.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if code, exited := c.HandOver(); !exited || code != 4 {
+			t.Errorf("HandOver after the end: code %d, exited %v; want 4, true", code, exited)
+		}
+	})
 }

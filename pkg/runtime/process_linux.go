@@ -176,13 +176,47 @@ func specForInit(spec *specs.Spec) *specs.Spec {
 	return &s
 }
 
+// reap waits for init's end, then reaps it, unless init was handed over
+// (HandOver) in the meantime: the exit is first only observed (WNOWAIT),
+// so that the choice to reap is made under reapMu.
 func (c *Container) reap() {
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, c.cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	c.reapMu.Lock()
+	defer c.reapMu.Unlock()
+	if c.handedOver {
+		return
+	}
 	c.exitCode = 255 // Wait failed before the process could be waited for
 	_ = c.cmd.Wait()
 	if c.cmd.ProcessState != nil {
 		c.exitCode = exitCode(c.cmd.ProcessState)
 	}
 	close(c.done)
+}
+
+// HandOver leaves init to the program the calling process is about to
+// become (execve keeps it init's parent): from now on this Container never
+// reaps init, and its Wait and Delete must not be used. If init had ended
+// and was reaped already, exited is true and code is its exit code.
+func (c *Container) HandOver() (code int, exited bool) {
+	if c.done == nil {
+		return 0, false
+	}
+	c.reapMu.Lock()
+	defer c.reapMu.Unlock()
+	select {
+	case <-c.done:
+		return c.exitCode, true
+	default:
+		c.handedOver = true
+		return 0, false
+	}
 }
 
 func (c *Container) awaitReady(ctx context.Context, o *createOptions, cfg *initConfig) error {

@@ -95,6 +95,9 @@ type Container struct {
 	done     chan struct{}
 	exitCode int
 	mu       sync.Mutex
+
+	reapMu     sync.Mutex
+	handedOver bool // init is left to the caller's successor; see HandOver
 }
 
 func (r *Runtime) dir(id string) string { return filepath.Join(r.root, id) }
