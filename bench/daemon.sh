@@ -29,6 +29,15 @@ cleanup() {
 trap cleanup EXIT
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 pss_kb() { awk '/^Pss:/ {s += $2} END {print s}' "/proc/$1/smaps_rollup"; }
+# mem_line LABEL PID...: the processes' average RSS and PSS.
+mem_line() {
+	local label=$1 n=0 rss=0 pss=0 p
+	shift
+	for p in "$@"; do n=$((n + 1)) rss=$((rss + $(rss_kb "$p"))) pss=$((pss + $(pss_kb "$p"))); done
+	if [ "$n" -gt 0 ]; then
+		echo "$label: $n running, RSS $((rss / n)) KiB, PSS $((pss / n)) KiB each" | tee -a "$OUT/many.txt"
+	fi
+}
 idle_start=$(rss_kb "$berthd_pid")
 import_busybox
 
@@ -63,21 +72,31 @@ many() { # ENGINE MODE CMD...: time N starts, in sequence or in parallel
 }
 for mode in sequential parallel; do
 	many berth "$mode" berth run -d --network none -l "$BENCH_LABEL" busybox sleep 60
-	# Shim memory while N containers run.
+	# The watcher's memory per container while N run (sequential round only).
 	if [ "$mode" = sequential ]; then
-		# berthd's shims with a container under them (not the one kept idle).
-		n=0 rss=0 pss=0
-		for p in $(pgrep -P "$berthd_pid" -f __berth_shim || true); do
-			pgrep -P "$p" >/dev/null || continue
-			n=$((n + 1)) rss=$((rss + $(rss_kb "$p"))) pss=$((pss + $(pss_kb "$p")))
-		done
-		[ "$n" -gt 0 ] && echo "berth shim: $n running, RSS $((rss / n)) KiB, PSS $((pss / n)) KiB each" | tee -a "$OUT/many.txt"
+		# berthd's children with a container under them: shims become
+		# berth-monitor once their container runs (the idle spare has none).
+		pids=()
+		for p in $(pgrep -P "$berthd_pid" || true); do pgrep -P "$p" >/dev/null && pids+=("$p"); done
+		mem_line "berth-monitor" "${pids[@]}"
 	fi
 	berth ps -aq | xargs -r bin/berth -H "unix://$sock" rm -f >/dev/null
 	many podman "$mode" podman run -d --network none -l "$BENCH_LABEL" localhost/busybox sleep 60
+	if [ "$mode" = sequential ]; then
+		pids=()
+		for id in $(podman ps -q --no-trunc --filter "label=$BENCH_LABEL"); do pids+=($(pgrep -f "conmon .*-c $id" || true)); done
+		mem_line "podman conmon" "${pids[@]}"
+	fi
 	podman ps -aq --filter "label=$BENCH_LABEL" | xargs -r podman rm -f -t 0 >/dev/null
 	if dockerd_up; then
 		many docker "$mode" "$DOCKER" run -d --network none -l "$BENCH_LABEL" busybox sleep 60
+		if [ "$mode" = sequential ]; then
+			pids=()
+			for id in $("$DOCKER" ps -q --no-trunc --filter "label=$BENCH_LABEL"); do
+				pids+=($(pgrep -f "containerd-shim-runc-v2 .*-id $id" || true))
+			done
+			mem_line "docker containerd-shim-runc-v2" "${pids[@]}"
+		fi
 		"$DOCKER" ps -aq --filter "label=$BENCH_LABEL" | xargs -r "$DOCKER" rm -f >/dev/null
 	fi
 done
