@@ -8,6 +8,9 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 STATIC := -linkmode external -extldflags -static
 LDFLAGS := -s -w -X github.com/berth-containers/berth/internal/version.Version=$(VERSION) $(STATIC)
 TAGS := osusergo,netgo
+# berth-monitor (cmd/monitor), the C program a shim becomes once its
+# container runs: static, so that it maps no shared library.
+MONITOR_CFLAGS := -Os -static -s -Wall -Wextra -Werror -D_FORTIFY_SOURCE=2
 STATICCHECK_VERSION := v0.8.2
 BIN := $(CURDIR)/.cache/bin
 
@@ -25,9 +28,10 @@ uninstall: ## remove what install put (data and /etc/berth stay unless PURGE=1)
 prereqs: ## install missing Debian packages (idempotent)
 	@scripts/install-prereqs.sh
 
-build: ## build bin/berthd and bin/berth
+build: ## build bin/berthd, bin/berth and bin/berth-monitor
 	$(GO) build -trimpath -tags $(TAGS) -ldflags '$(LDFLAGS)' -o bin/berthd ./cmd/daemon
 	$(GO) build -trimpath -tags $(TAGS) -ldflags '$(LDFLAGS)' -o bin/berth ./cmd/client
+	$(CC) $(MONITOR_CFLAGS) -o bin/berth-monitor cmd/monitor/monitor.c
 
 # Static test binaries too: a test binary is also the container init, and
 # exec runs it inside containers, which have no dynamic loader.

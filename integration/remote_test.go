@@ -215,7 +215,7 @@ func TestInstallUnits(t *testing.T) {
 	}
 	install("install")
 	units := "/usr/local/lib/systemd/system/"
-	for _, f := range []string{"/usr/local/bin/berthd", "/usr/local/bin/berth", units + "berthd.service", units + "berthd.socket", "/etc/berth/daemon.json"} {
+	for _, f := range []string{"/usr/local/bin/berthd", "/usr/local/bin/berth", "/usr/local/bin/berth-monitor", units + "berthd.service", units + "berthd.socket", "/etc/berth/daemon.json"} {
 		if _, err := os.Stat(filepath.Join(dest, f)); err != nil {
 			t.Errorf("not installed: %v", err)
 		}
@@ -243,8 +243,10 @@ func TestInstallUnits(t *testing.T) {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 	install("uninstall")
-	if _, err := os.Stat(filepath.Join(dest, "usr/local/bin/berthd")); err == nil {
-		t.Error("uninstall left berthd")
+	for _, f := range []string{"berthd", "berth", "berth-monitor"} {
+		if _, err := os.Stat(filepath.Join(dest, "usr/local/bin", f)); err == nil {
+			t.Errorf("uninstall left %s", f)
+		}
 	}
 	if _, err := os.Stat(filepath.Join(dest, "etc/berth/daemon.json")); err != nil {
 		t.Errorf("uninstall removed the configuration: %v", err)

@@ -59,12 +59,41 @@ func waitExit(t *testing.T, dir string) *shim.Exit {
 	return nil
 }
 
+// berthdWithoutMonitor is a copy of berthd with no berth-monitor beside
+// it: its shims watch their containers themselves.
+func berthdWithoutMonitor(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(testutil.Build(t, "./cmd/daemon", true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(t.TempDir(), "berthd")
+	if err := os.WriteFile(exe, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return exe
+}
+
 // TestShimRunsAndLogs: the shim starts the container in a session of its
-// own, logs stdout and stderr in json-file format and records the exit.
+// own, logs stdout and stderr in json-file format and records the exit;
+// with berth-monitor beside berthd, the shim has become the monitor once
+// the container runs, and without it stays berthd.
 func TestShimRunsAndLogs(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct{ name, exe, comm string }{
+		{"monitor", testutil.Build(t, "./cmd/daemon", true), shim.MonitorName},
+		{"go", berthdWithoutMonitor(t), "berthd"}, // a copy of the test build, named berthd
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			testShimRunsAndLogs(t, tc.exe, tc.comm)
+		})
+	}
+}
+
+func testShimRunsAndLogs(t *testing.T, exe, comm string) {
 	dir, cfg := shimFixture(t, "sh", "-c", "echo out; echo err >&2; sleep 0.3; exit 3")
-	pid, err := shim.Start(testutil.Build(t, "./cmd/daemon", true), dir, cfg)
+	pid, err := shim.Start(exe, dir, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,6 +106,18 @@ func TestShimRunsAndLogs(t *testing.T) {
 	f := strings.Fields(string(shimStat[strings.LastIndexByte(string(shimStat), ')')+2:]))
 	if f[3] != ppid { // session id == the shim's pid: setsid
 		t.Errorf("shim %s is in session %s, want its own", ppid, f[3])
+	}
+	// The shim becomes the monitor right after it reports the start.
+	var parent string
+	for range 100 {
+		got, _ := os.ReadFile("/proc/" + ppid + "/comm")
+		if parent = strings.TrimSpace(string(got)); parent == comm {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if parent != comm {
+		t.Errorf("the container's parent is %q, want %s", parent, comm)
 	}
 	e := waitExit(t, dir)
 	if e.ExitCode != 3 || e.Error != "" {
@@ -164,5 +205,82 @@ func TestContainerOutlivesLauncher(t *testing.T) {
 	_ = logs.Read(context.Background(), cfg.LogPath, logs.ReadOptions{Tail: -1}, func(logs.Entry) error { n++; return nil })
 	if n != 5 {
 		t.Errorf("%d log lines, want 5", n)
+	}
+}
+
+// TestMonitorLog: berth-monitor writes Docker's json-file entries: text
+// that JSON must escape comes back as written, a line longer than 16 KiB
+// is split at 16 KiB, and output without a final newline is kept.
+func TestMonitorLog(t *testing.T) {
+	t.Parallel()
+	script := `printf 'quote " backslash \\ tab \t cr \r bell \007 del \177 utf8 \303\274 <&>\n'
+s=a; i=0; while [ $i -lt 15 ]; do s=$s$s; i=$((i+1)); done
+echo "${s}xyz"
+printf 'no newline'`
+	dir, cfg := shimFixture(t, "sh", "-c", script)
+	if _, err := shim.Start(testutil.Build(t, "./cmd/daemon", true), dir, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if e := waitExit(t, dir); e.ExitCode != 0 {
+		t.Fatalf("exit %+v", e)
+	}
+	var got []string
+	if err := logs.Read(context.Background(), cfg.LogPath, logs.ReadOptions{Tail: -1}, func(e logs.Entry) error {
+		got = append(got, e.Stream+":"+e.Log)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("a", 1<<15) + "xyz\n"
+	want := []string{"stdout:quote \" backslash \\ tab \t cr \r bell \a del \x7f utf8 ü <&>\n",
+		"stdout:" + long[:16<<10], "stdout:" + long[16<<10:32<<10], "stdout:xyz\n", "stdout:no newline"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		for i := range got {
+			if len(got[i]) > 80 {
+				got[i] = fmt.Sprintf("%s... (%d bytes)", got[i][:80], len(got[i]))
+			}
+		}
+		t.Errorf("log entries %q", got)
+	}
+}
+
+// TestMonitorLogRotation: the log rotates by size and keeps LogMaxFiles
+// files, the newest entries last.
+func TestMonitorLogRotation(t *testing.T) {
+	t.Parallel()
+	dir, cfg := shimFixture(t, "sh", "-c", `i=0; while [ $i -lt 300 ]; do echo "line $i" >&2; i=$((i+1)); done`)
+	cfg.LogMaxSize, cfg.LogMaxFiles = 4<<10, 3
+	if _, err := shim.Start(testutil.Build(t, "./cmd/daemon", true), dir, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if e := waitExit(t, dir); e.ExitCode != 0 {
+		t.Fatalf("exit %+v", e)
+	}
+	for i, name := range []string{cfg.LogPath, cfg.LogPath + ".1", cfg.LogPath + ".2"} {
+		fi, err := os.Stat(name)
+		if err != nil {
+			t.Fatalf("log file %d: %v", i, err)
+		}
+		if fi.Size() > cfg.LogMaxSize {
+			t.Errorf("%s: %d bytes, over the %d allowed", name, fi.Size(), cfg.LogMaxSize)
+		}
+	}
+	if _, err := os.Stat(cfg.LogPath + ".3"); err == nil {
+		t.Errorf("a fourth log file is kept")
+	}
+	var got []string
+	if err := logs.Read(context.Background(), cfg.LogPath, logs.ReadOptions{Tail: -1}, func(e logs.Entry) error {
+		got = append(got, e.Log)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) < 50 || len(got) == 300 {
+		t.Fatalf("%d entries kept of 300", len(got))
+	}
+	for i, l := range got {
+		if want := fmt.Sprintf("line %d\n", 300-len(got)+i); l != want {
+			t.Fatalf("entry %d is %q, want %q", i, l, want)
+		}
 	}
 }

@@ -4,7 +4,8 @@
 # units; DESTDIR stages everything under another root (packaging; no group is made and
 # systemd is not told then).
 #
-# install: bin/berthd and bin/berth, contrib/systemd/berthd.{service,socket} (the service
+# install: bin/berthd, bin/berth and bin/berth-monitor (beside berthd, where it looks for
+# it), contrib/systemd/berthd.{service,socket} (the service
 # runs $PREFIX/bin/berthd), /etc/berth/daemon.json unless one exists, and the berth group.
 # uninstall: the binaries and units. /etc/berth and the data root (/var/lib/berth) stay,
 # unless PURGE=1.
@@ -21,6 +22,7 @@ case $action in
 install)
 	install -D -m 0755 bin/berthd "$dest$bindir/berthd"
 	install -D -m 0755 bin/berth "$dest$bindir/berth"
+	install -D -m 0755 bin/berth-monitor "$dest$bindir/berth-monitor"
 	mkdir -p "$dest$unitdir"
 	sed "s|@BINDIR@|$bindir|g" contrib/systemd/berthd.service >"$dest$unitdir/berthd.service"
 	install -m 0644 contrib/systemd/berthd.socket "$dest$unitdir/berthd.socket"
@@ -40,7 +42,7 @@ uninstall)
 	if systemd_running; then
 		systemctl disable --now berthd.service berthd.socket 2>/dev/null || true
 	fi
-	rm -f "$dest$bindir/berthd" "$dest$bindir/berth" "$dest$unitdir/berthd.service" "$dest$unitdir/berthd.socket"
+	rm -f "$dest$bindir/berthd" "$dest$bindir/berth" "$dest$bindir/berth-monitor" "$dest$unitdir/berthd.service" "$dest$unitdir/berthd.socket"
 	if systemd_running; then
 		systemctl daemon-reload
 	fi

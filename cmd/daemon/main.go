@@ -7,6 +7,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strconv"
 
 	"github.com/spf13/cobra"
 
@@ -22,6 +23,14 @@ func main() {
 	}
 	if len(os.Args) == 3 && os.Args[1] == shim.Arg {
 		os.Exit(shim.Run(os.Args[2]))
+	}
+	if len(os.Args) == 4 && os.Args[1] == shim.ExitArg {
+		code, err := strconv.Atoi(os.Args[3])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "berthd:", err)
+			os.Exit(2)
+		}
+		os.Exit(shim.RecordEnd(os.Args[2], code))
 	}
 	var serve serveFlags
 	root := &cobra.Command{

@@ -77,11 +77,25 @@ func Build(t testing.TB, pkg string, static bool) string {
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build %s: %v: %s", pkg, err, b)
 	}
+	if pkg == "./cmd/daemon" {
+		buildMonitor(t, cmd.Dir, filepath.Join(dir, "berth-monitor"))
+	}
 	if builds.paths == nil {
 		builds.paths = map[string]string{}
 	}
 	builds.paths[pkg] = out
 	return out
+}
+
+// buildMonitor builds berth-monitor (cmd/monitor) at out, beside a berthd
+// that Build made, where berthd looks for it; flags as in the Makefile.
+func buildMonitor(t testing.TB, root, out string) {
+	t.Helper()
+	cmd := exec.Command("cc", "-Os", "-static", "-s", "-Wall", "-Wextra", "-Werror", "-D_FORTIFY_SOURCE=2",
+		"-o", out, filepath.Join(root, "cmd", "monitor", "monitor.c"))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build berth-monitor: %v: %s", err, b)
+	}
 }
 
 // RemoveBuilds deletes the binaries Build made; TestMain calls it last.

@@ -117,8 +117,12 @@ func newContainers(d *Daemon) (*containers, error) {
 	if err != nil {
 		return nil, err
 	}
+	launcher := shim.NewLauncher(exe)
+	if launcher.Monitor() == "" {
+		slog.Warn("no " + shim.MonitorName + " beside berthd: each shim stays a Go process, several MB per container")
+	}
 	return &containers{d: d, rt: rt, changes: map[string]chan struct{}{}, pending: map[string][]*pendingAttach{},
-		launcher: shim.NewLauncher(exe)}, nil
+		launcher: launcher}, nil
 }
 
 var validName = regexp.MustCompile(`^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
@@ -676,8 +680,7 @@ func (c *containers) start(ctx context.Context, ctr *Container, restart bool) er
 // policy.
 func (c *containers) monitor(id string, watch net.Conn) {
 	if watch != nil {
-		_, _ = watch.Read(make([]byte, 1))
-		watch.Close()
+		shim.AwaitEnd(watch, c.d.containerDir(id))
 	}
 	var ctr *Container
 	var st ContainerState

@@ -67,10 +67,10 @@ func Resize(dir string, size Size) error {
 }
 
 // Watch returns a connection that the shim closes once the container's
-// exit is recorded: a read on it returns then. An error means no shim
+// exit is recorded: AwaitEnd on it returns then. An error means no shim
 // listens: the container ended already, or its shim died.
 func Watch(dir string) (net.Conn, error) {
-	c, err := dial(dir, request{Wait: true})
+	c, err := dial(dir, request{Wait: true, Record: true})
 	if err != nil {
 		return nil, err
 	}

@@ -1,10 +1,10 @@
 package shim
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -63,10 +63,18 @@ type server struct {
 	cfg Config
 	ln  net.Listener
 	log *logs.Writer
+	// monitor: the shim becomes berth-monitor once the container runs
+	// (Config.Monitor); until then nothing reads the output, and attach
+	// clients are only registered, so that the monitor takes them over
+	// with nothing read or written in between.
+	monitor bool
+	outputs []output       // unread output streams (monitor)
+	handed  []*attacher    // registered attach clients (monitor)
+	serving sync.WaitGroup // the accept loop and its handlers
 
 	mu        sync.Mutex
 	attachers map[*attacher]struct{}
-	waiters   []net.Conn
+	waiters   []waiter
 	stdin     io.WriteCloser // the stdin pipe or the pty master; nil without
 	console   *os.File
 	cleanup   func()
@@ -74,6 +82,18 @@ type server struct {
 
 	pumps     sync.WaitGroup // output streams still copied
 	childEnds []*os.File     // the pipes' far ends, the process's once it runs
+}
+
+// waiter is a client told of the end by the closing of its connection.
+type waiter struct {
+	conn   net.Conn
+	record bool // it offered to record the end (berth-monitor asks it)
+}
+
+// output is one of the container's output streams.
+type output struct {
+	stream string
+	f      *os.File
 }
 
 func (s *server) run(report func(status), release *os.File) (*Exit, error) {
@@ -85,6 +105,7 @@ func (s *server) run(report func(status), release *os.File) (*Exit, error) {
 		return nil, fmt.Errorf("%s: %w", configFile, err)
 	}
 	cfg := s.cfg
+	s.monitor = cfg.Monitor != "" && cfg.Exec == nil
 	// The socket is bound by a relative name: DIR may be longer than a
 	// socket address allows.
 	if err := os.Chdir(s.dir); err != nil {
@@ -94,12 +115,15 @@ func (s *server) run(report func(status), release *os.File) (*Exit, error) {
 	if s.ln, err = net.Listen("unix", socketFile); err != nil {
 		return nil, fmt.Errorf("shim socket: %w", err)
 	}
+	// berth-monitor goes on listening on the same socket.
+	s.ln.(*net.UnixListener).SetUnlinkOnClose(!s.monitor)
+	s.serving.Add(1)
 	go s.serve()
 	rt, err := runtime.New(cfg.RuntimeRoot)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.LogPath != "" {
+	if cfg.LogPath != "" && !s.monitor {
 		if s.log, err = logs.Open(cfg.LogPath, cfg.LogMaxSize, cfg.LogMaxFiles); err != nil {
 			return nil, err
 		}
@@ -142,6 +166,12 @@ func (s *server) run(report func(status), release *os.File) (*Exit, error) {
 		return nil, err
 	}
 	report(status{Started: true})
+	if s.monitor {
+		// Returns only if the shim could not become the monitor.
+		err := s.becomeMonitor(c)
+		s.cleanup()
+		return nil, err
+	}
 	shedStartupMemory()
 	code, err := c.Wait(ctx)
 	s.pumps.Wait()
@@ -183,8 +213,12 @@ func (s *server) stdio() ([]runtime.CreateOpt, error) {
 		s.childEnds = append(s.childEnds, inR)
 	}
 	s.childEnds = append(s.childEnds, outW, errW)
-	s.pump("stdout", outR)
-	s.pump("stderr", errR)
+	if s.monitor {
+		s.outputs = []output{{"stdout", outR}, {"stderr", errR}}
+	} else {
+		s.pump("stdout", outR)
+		s.pump("stderr", errR)
+	}
 	return []runtime.CreateOpt{runtime.WithStdio(inR, outW, errW)}, nil
 }
 
@@ -225,6 +259,9 @@ func (s *server) pumpConsole() error {
 	s.mu.Lock()
 	s.stdin = s.console
 	s.mu.Unlock()
+	if s.monitor {
+		return nil
+	}
 	dup, err := unix.Dup(int(s.console.Fd()))
 	if err != nil {
 		return err
@@ -281,7 +318,7 @@ func (s *server) runExec(ctx context.Context, rt *runtime.Runtime, opts []runtim
 func (s *server) finish() {
 	s.mu.Lock()
 	for _, w := range s.waiters {
-		w.Close()
+		w.conn.Close()
 	}
 	s.waiters = nil
 	for a := range s.attachers {
@@ -310,6 +347,9 @@ type request struct {
 	Resize *Size          `json:"resize,omitempty"`
 	// Wait: the shim closes the connection once the exit is recorded.
 	Wait bool `json:"wait,omitempty"`
+	// Record (with Wait): the client offers to record the end itself; see
+	// AwaitEnd. A Go shim records it always and ignores the offer.
+	Record bool `json:"record,omitempty"`
 }
 
 // AttachOptions say which streams an attach client wants.
@@ -326,22 +366,45 @@ type Size struct {
 }
 
 func (s *server) serve() {
+	defer s.serving.Done()
 	for {
 		conn, err := s.ln.Accept()
 		if err != nil {
 			return
 		}
-		go s.handle(conn)
+		s.serving.Add(1)
+		go func() {
+			defer s.serving.Done()
+			s.handle(conn)
+		}()
 	}
 }
 
-func (s *server) handle(conn net.Conn) {
-	br := bufio.NewReader(conn)
-	line, err := br.ReadBytes('\n')
+// requestTimeout bounds how long a client may take to send its request.
+const requestTimeout = 2 * time.Second
+
+// readRequest reads a client's first line a byte at a time, so that none
+// of what follows it (an attach client's input) is read with it.
+func readRequest(conn net.Conn) (request, error) {
 	var req request
-	if err == nil {
-		err = json.Unmarshal(line, &req)
+	_ = conn.SetReadDeadline(time.Now().Add(requestTimeout))
+	defer func() { _ = conn.SetReadDeadline(time.Time{}) }()
+	var line []byte
+	var b [1]byte
+	for len(line) < 1024 {
+		if _, err := io.ReadFull(conn, b[:]); err != nil {
+			return req, err
+		}
+		if b[0] == '\n' {
+			return req, json.Unmarshal(line, &req)
+		}
+		line = append(line, b[0])
 	}
+	return req, errors.New("request too long")
+}
+
+func (s *server) handle(conn net.Conn) {
+	req, err := readRequest(conn)
 	if err != nil {
 		conn.Close()
 		return
@@ -352,7 +415,7 @@ func (s *server) handle(conn net.Conn) {
 		if s.attachers == nil { // ended already
 			conn.Close()
 		} else {
-			s.waiters = append(s.waiters, conn)
+			s.waiters = append(s.waiters, waiter{conn, req.Record})
 		}
 		s.mu.Unlock()
 	case req.Resize != nil:
@@ -367,7 +430,7 @@ func (s *server) handle(conn net.Conn) {
 		}
 		conn.Close()
 	case req.Attach != nil:
-		s.attach(conn, br, *req.Attach)
+		s.attach(conn, *req.Attach)
 	default:
 		conn.Close()
 	}
@@ -377,9 +440,9 @@ func (s *server) handle(conn net.Conn) {
 // channel, so that a slow client never holds up the container: one that
 // falls behind by a full channel is dropped.
 type attacher struct {
-	conn           net.Conn
-	stdout, stderr bool
-	out            chan []byte
+	conn                  net.Conn
+	stdin, stdout, stderr bool
+	out                   chan []byte
 }
 
 const (
@@ -387,7 +450,18 @@ const (
 	attachAck     = 0    // first byte to an attach client: registered
 )
 
-func (s *server) attach(conn net.Conn, stdin *bufio.Reader, o AttachOptions) {
+func (s *server) attach(conn net.Conn, o AttachOptions) {
+	if s.monitor {
+		// The monitor serves it; nothing is read or written before.
+		if _, err := conn.Write([]byte{attachAck}); err != nil {
+			conn.Close()
+			return
+		}
+		s.mu.Lock()
+		s.handed = append(s.handed, &attacher{conn: conn, stdin: o.Stdin, stdout: o.Stdout, stderr: o.Stderr})
+		s.mu.Unlock()
+		return
+	}
 	a := &attacher{conn: conn, stdout: o.Stdout, stderr: o.Stderr, out: make(chan []byte, attachBacklog)}
 	s.mu.Lock()
 	if s.attachers == nil {
@@ -420,7 +494,7 @@ func (s *server) attach(conn net.Conn, stdin *bufio.Reader, o AttachOptions) {
 	}()
 	if o.Stdin && in != nil {
 		go func() {
-			_, _ = io.Copy(in, stdin)
+			_, _ = io.Copy(in, conn)
 			// docker: StdinOnce closes a pipe's stdin when the first
 			// attached stdin ends; a terminal's stays open.
 			if s.cfg.StdinOnce && !s.cfg.Tty {

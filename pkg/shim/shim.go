@@ -22,6 +22,13 @@ import (
 // Arg is argv[1] of the shim re-exec; never a user verb.
 const Arg = "__berth_shim"
 
+// ExitArg is argv[1] of "berthd __berth_shim_exit DIR CODE", which
+// berth-monitor runs once the container it watches ended: see RecordEnd.
+const ExitArg = "__berth_shim_exit"
+
+// MonitorName is berth-monitor's file name, looked for beside berthd.
+const MonitorName = "berth-monitor"
+
 // Config is what the daemon tells a shim, in DIR/shim.json.
 type Config struct {
 	ID          string `json:"id"`
@@ -42,6 +49,11 @@ type Config struct {
 	// instead of the container itself; its output is not logged (LogPath
 	// empty) and its exit goes to DIR/exit.json as a container's does.
 	Exec *specs.Process `json:"exec,omitempty"`
+	// Monitor is berth-monitor's path: once the container runs, the shim
+	// becomes that small C program (execve), which watches it from then on
+	// in a fraction of a Go shim's memory. Empty (and for an Exec), the
+	// shim watches the container itself.
+	Monitor string `json:"monitor,omitempty"`
 }
 
 // Exit is a finished container's status, in DIR/exit.json.
@@ -83,6 +95,7 @@ type Launch struct {
 // is then off the path of a container's start.
 type Launcher struct {
 	exe       string
+	monitor   string // berth-monitor, or "" when berthd has none beside it
 	keepSpare bool
 	mu        sync.Mutex
 	spare     *idleShim
@@ -104,7 +117,22 @@ func (p *idleShim) stop() {
 }
 
 // NewLauncher returns a launcher of exe's shims (exe is berthd's binary).
-func NewLauncher(exe string) *Launcher { return &Launcher{exe: exe, keepSpare: true} }
+func NewLauncher(exe string) *Launcher {
+	return &Launcher{exe: exe, monitor: FindMonitor(exe), keepSpare: true}
+}
+
+// FindMonitor returns the berth-monitor installed beside exe (berthd), or
+// "" if there is none: shims then watch their containers themselves.
+func FindMonitor(exe string) string {
+	p := filepath.Join(filepath.Dir(exe), MonitorName)
+	if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return ""
+	}
+	return p
+}
+
+// Monitor is the berth-monitor the launcher's shims become, or "".
+func (l *Launcher) Monitor() string { return l.monitor }
 
 func startIdle(exe string) (*idleShim, error) {
 	var files [6]*os.File // statusR, statusW, goR, goW, dirR, dirW
@@ -145,6 +173,9 @@ func startIdle(exe string) (*idleShim, error) {
 // a shim and returns once the runtime created the container (or failed
 // to: its error). Call Start or Abort.
 func (l *Launcher) Create(dir string, cfg Config) (*Launch, error) {
+	if cfg.Exec == nil {
+		cfg.Monitor = l.monitor
+	}
 	b, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, err
@@ -218,7 +249,7 @@ func (l *Launcher) Close() {
 // Create launches one shim, keeping none ahead, for the container
 // described by cfg; exe is berthd's binary.
 func Create(exe, dir string, cfg Config) (*Launch, error) {
-	return (&Launcher{exe: exe}).Create(dir, cfg)
+	return (&Launcher{exe: exe, monitor: FindMonitor(exe)}).Create(dir, cfg)
 }
 
 // Pid is the container's process.

@@ -1,0 +1,781 @@
+/*
+ * berth-monitor watches one running container in place of its shim.
+ *
+ * A shim ("berthd __berth_shim DIR", see pkg/shim) creates and starts the
+ * container with berth's Go runtime. Once the container runs, the shim
+ * execve()s this program, which keeps the shim's pid, and with it the
+ * container's parent, and the shim's descriptors: its listening socket
+ * (DIR/shim.sock), the container's output pipes or pty master, its stdin,
+ * and the attach and wait clients that connected before the start. From
+ * then on the monitor does what a watching shim did, in well under a
+ * megabyte instead of the Go shim's 7 MB (a Go program maps whole
+ * page-cache folios of its 16 MB binary as it runs):
+ *
+ *   - it copies the output into the json-file log (Docker's format, lines
+ *     split at 16 KiB, rotated by size) and to attach clients (raw for a
+ *     terminal, else Docker's 8-byte multiplexed frames);
+ *   - it copies attach clients' input to the container's stdin;
+ *   - it sets the terminal's size, and serves wait clients;
+ *   - when the container has ended and its output is drained, it has
+ *     berthd delete the container's cgroup and state, unmount its root
+ *     filesystem and write DIR/exit.json (the daemon's watcher, or else
+ *     "berthd __berth_shim_exit DIR CODE"), then closes its clients and
+ *     ends.
+ *
+ * The socket's protocol is pkg/shim's: one JSON line, from berthd only
+ * (the socket is root's), in the form pkg/shim/client.go writes it:
+ *   {"attach":{"stdin":true,"stdout":true,"stderr":true}}
+ *   {"resize":{"height":24,"width":80}}
+ *   {"wait":true,"record":true}
+ * A waiter that offers to record (berthd, running already) is asked first:
+ * {"exitCode":N}, answered with one byte once it wrote exit.json; then no
+ * berthd needs to start for it.
+ * so the fields are found by their exact spelling, not by a JSON parser.
+ *
+ * Arguments are key=value (pkg/shim writes them):
+ *   dir= exe= (berthd) pid= | exited=CODE, log= log-max-size= log-max-files=,
+ *   tty=1, stdin-once=1, listen=FD, stdout=FD, stderr=FD, stdin=FD,
+ *   attach=FD:[i][o][e] (repeated), wait=FD[:r] (repeated).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_LINE (16 << 10)       /* a log entry's longest line, as Docker's */
+#define CLIENT_BACKLOG (4 << 20)  /* output bytes a client may fall behind */
+#define MAX_CLIENTS 256
+#define REQUEST_MAX 1024
+#define DRAIN_MS 2000             /* how long ended clients may take the rest */
+#define RECORD_MS 30000           /* how long berthd may take to record the end */
+
+enum { STDOUT, STDERR, NSTREAMS };
+static const char *stream_names[NSTREAMS] = {"stdout", "stderr"};
+
+enum kind { REQUEST, ATTACH, WAITER };
+
+struct chunk {
+	struct chunk *next;
+	size_t len, off;
+	char data[];
+};
+
+struct client {
+	int fd;
+	enum kind kind;
+	int want[NSTREAMS], want_in, in_eof;
+	int record; /* a waiter that offered to record the end */
+	struct chunk *head, *tail;
+	size_t queued;
+	char in[4096];  /* read from the client, not yet written to stdin */
+	size_t in_len, in_off;
+	char req[REQUEST_MAX];
+	size_t req_len;
+};
+
+static struct {
+	const char *dir, *exe, *log_path;
+	long long log_max_size;
+	int log_max_files;
+	int tty, stdin_once;
+	int listen_fd, out_fd[NSTREAMS], stdin_fd;
+	int pid, pidfd, running, exit_code;
+	int log_fd;
+	long long log_size;
+	char line[NSTREAMS][MAX_LINE];
+	size_t line_len[NSTREAMS];
+	struct client *clients[MAX_CLIENTS];
+	int nclients;
+} m = {.listen_fd = -1, .out_fd = {-1, -1}, .stdin_fd = -1, .pidfd = -1, .log_fd = -1, .log_max_files = 1};
+
+static void warn(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("berth-monitor: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+static void cloexec(int fd)
+{
+	if (fd >= 0)
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
+static void nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl >= 0)
+		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+/* ---- the json-file log ---- */
+
+static void log_open(void)
+{
+	struct stat st;
+	m.log_fd = open(m.log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	if (m.log_fd < 0) {
+		warn("open log %s: %s", m.log_path, strerror(errno));
+		return;
+	}
+	m.log_size = fstat(m.log_fd, &st) == 0 ? st.st_size : 0;
+}
+
+/* log_rotate shifts NAME.i to NAME.i+1 (dropping the oldest) and starts an
+ * empty NAME, as pkg/logs does. */
+static void log_rotate(void)
+{
+	char from[4096], to[4096];
+	close(m.log_fd);
+	m.log_fd = -1;
+	if (m.log_max_files == 1) {
+		if (truncate(m.log_path, 0) != 0)
+			warn("rotate log: %s", strerror(errno));
+	} else {
+		for (int i = m.log_max_files - 1; i >= 1; i--) {
+			if (i - 1 == 0)
+				snprintf(from, sizeof(from), "%s", m.log_path);
+			else
+				snprintf(from, sizeof(from), "%s.%d", m.log_path, i - 1);
+			snprintf(to, sizeof(to), "%s.%d", m.log_path, i);
+			if (rename(from, to) != 0 && errno != ENOENT)
+				warn("rotate log: %s", strerror(errno));
+		}
+	}
+	log_open();
+}
+
+/* rfc3339nano writes now in Go's time.RFC3339Nano, in UTC: trailing zeros
+ * of the fraction dropped. */
+static size_t rfc3339nano(char *buf, size_t size)
+{
+	struct timespec ts;
+	struct tm tm;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	size_t n = strftime(buf, size, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (ts.tv_nsec != 0) {
+		char frac[16];
+		snprintf(frac, sizeof(frac), ".%09ld", ts.tv_nsec);
+		size_t l = strlen(frac);
+		while (frac[l - 1] == '0')
+			frac[--l] = 0;
+		memcpy(buf + n, frac, l);
+		n += l;
+	}
+	buf[n++] = 'Z';
+	return n;
+}
+
+/* log_entry appends {"log":...,"stream":...,"time":...} for one line. */
+static void log_entry(int stream, const char *p, size_t len)
+{
+	static char buf[MAX_LINE * 6 + 128]; /* every byte may become \u00XX */
+	static const char hex[] = "0123456789abcdef";
+	size_t n = 0;
+	if (m.log_fd < 0)
+		return;
+	n += (size_t)sprintf(buf, "{\"log\":\"");
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)p[i];
+		switch (c) {
+		case '"': buf[n++] = '\\'; buf[n++] = '"'; break;
+		case '\\': buf[n++] = '\\'; buf[n++] = '\\'; break;
+		case '\n': buf[n++] = '\\'; buf[n++] = 'n'; break;
+		case '\r': buf[n++] = '\\'; buf[n++] = 'r'; break;
+		case '\t': buf[n++] = '\\'; buf[n++] = 't'; break;
+		default:
+			if (c < 0x20 || c == 0x7f) {
+				memcpy(buf + n, "\\u00", 4);
+				buf[n + 4] = hex[c >> 4];
+				buf[n + 5] = hex[c & 15];
+				n += 6;
+			} else {
+				buf[n++] = (char)c;
+			}
+		}
+	}
+	n += (size_t)sprintf(buf + n, "\",\"stream\":\"%s\",\"time\":\"", stream_names[stream]);
+	n += rfc3339nano(buf + n, sizeof(buf) - n);
+	memcpy(buf + n, "\"}\n", 3);
+	n += 3;
+	if (m.log_max_size > 0 && m.log_size > 0 && m.log_size + (long long)n > m.log_max_size) {
+		log_rotate();
+		if (m.log_fd < 0)
+			return;
+	}
+	ssize_t w = write(m.log_fd, buf, n);
+	if (w > 0)
+		m.log_size += w;
+}
+
+/* log_output splits a stream's output into lines (at most MAX_LINE each). */
+static void log_output(int stream, const char *p, size_t len)
+{
+	char *line = m.line[stream];
+	size_t *ll = &m.line_len[stream];
+	for (size_t i = 0; i < len; i++) {
+		line[(*ll)++] = p[i];
+		if (p[i] == '\n' || *ll == MAX_LINE) {
+			log_entry(stream, line, *ll);
+			*ll = 0;
+		}
+	}
+}
+
+static void log_flush(void)
+{
+	for (int s = 0; s < NSTREAMS; s++) {
+		if (m.line_len[s] > 0)
+			log_entry(s, m.line[s], m.line_len[s]);
+		m.line_len[s] = 0;
+	}
+}
+
+/* ---- clients ---- */
+
+static struct client *client_add(int fd, enum kind kind)
+{
+	if (m.nclients == MAX_CLIENTS) {
+		close(fd);
+		return NULL;
+	}
+	struct client *c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return NULL;
+	}
+	c->fd = fd;
+	c->kind = kind;
+	cloexec(fd);
+	nonblock(fd);
+	m.clients[m.nclients++] = c;
+	return c;
+}
+
+static void client_drop(int i)
+{
+	struct client *c = m.clients[i];
+	close(c->fd);
+	while (c->head) {
+		struct chunk *next = c->head->next;
+		free(c->head);
+		c->head = next;
+	}
+	free(c);
+	m.clients[i] = m.clients[--m.nclients];
+}
+
+/* client_queue adds output for a client; one that fell too far behind is
+ * cut off (output never waits for a slow client). */
+static int client_queue(struct client *c, const char *hdr, size_t hlen, const char *p, size_t len)
+{
+	if (c->queued + hlen + len > CLIENT_BACKLOG)
+		return -1;
+	struct chunk *ch = malloc(sizeof(*ch) + hlen + len);
+	if (!ch)
+		return -1;
+	ch->next = NULL;
+	ch->len = hlen + len;
+	ch->off = 0;
+	memcpy(ch->data, hdr, hlen);
+	memcpy(ch->data + hlen, p, len);
+	if (c->tail)
+		c->tail->next = ch;
+	else
+		c->head = ch;
+	c->tail = ch;
+	c->queued += ch->len;
+	return 0;
+}
+
+/* client_flush writes what it can; -1 when the client is gone. */
+static int client_flush(struct client *c)
+{
+	while (c->head) {
+		struct chunk *ch = c->head;
+		ssize_t n = send(c->fd, ch->data + ch->off, ch->len - ch->off, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0)
+			return errno == EAGAIN || errno == EINTR ? 0 : -1;
+		ch->off += (size_t)n;
+		c->queued -= (size_t)n;
+		if (ch->off < ch->len)
+			return 0;
+		c->head = ch->next;
+		if (!c->head)
+			c->tail = NULL;
+		free(ch);
+	}
+	return 0;
+}
+
+static void broadcast(int stream, const char *p, size_t len)
+{
+	char hdr[8] = {0};
+	size_t hlen = 0;
+	if (!m.tty) {
+		hdr[0] = stream == STDERR ? 2 : 1;
+		hdr[4] = (char)(len >> 24);
+		hdr[5] = (char)(len >> 16);
+		hdr[6] = (char)(len >> 8);
+		hdr[7] = (char)len;
+		hlen = 8;
+	}
+	for (int i = 0; i < m.nclients; i++) {
+		struct client *c = m.clients[i];
+		if (c->kind != ATTACH || !c->want[stream])
+			continue;
+		if (client_queue(c, hdr, hlen, p, len) != 0 || client_flush(c) != 0)
+			client_drop(i--);
+	}
+}
+
+static void close_stdin(void)
+{
+	if (m.stdin_fd < 0)
+		return;
+	/* For a terminal, stdin is the pty master, still read for output. */
+	if (!m.tty || m.stdin_fd != m.out_fd[STDOUT])
+		close(m.stdin_fd);
+	m.stdin_fd = -1;
+}
+
+static const char *field_after(const char *s, const char *key)
+{
+	const char *p = strstr(s, key);
+	return p ? p + strlen(key) : NULL;
+}
+
+/* request handles a client's first line. */
+static void request(int i)
+{
+	struct client *c = m.clients[i];
+	const char *line = c->req, *p;
+	if (strstr(line, "\"attach\":{")) {
+		c->kind = ATTACH;
+		c->want_in = strstr(line, "\"stdin\":true") != NULL;
+		c->want[STDOUT] = strstr(line, "\"stdout\":true") != NULL;
+		c->want[STDERR] = strstr(line, "\"stderr\":true") != NULL;
+		/* The ack: from now on this client gets all output. */
+		if (send(c->fd, "\0", 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1)
+			client_drop(i);
+	} else if (strstr(line, "\"wait\":true")) {
+		c->kind = WAITER;
+		c->record = strstr(line, "\"record\":true") != NULL;
+	} else if (strstr(line, "\"resize\":{")) {
+		struct winsize ws = {0};
+		if ((p = field_after(line, "\"height\":")))
+			ws.ws_row = (unsigned short)strtoul(p, NULL, 10);
+		if ((p = field_after(line, "\"width\":")))
+			ws.ws_col = (unsigned short)strtoul(p, NULL, 10);
+		if (m.tty && m.out_fd[STDOUT] >= 0 && ioctl(m.out_fd[STDOUT], TIOCSWINSZ, &ws) != 0) {
+			char msg[128];
+			int n = snprintf(msg, sizeof(msg), "%s\n", strerror(errno));
+			(void)!send(c->fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		}
+		client_drop(i);
+	} else {
+		client_drop(i); /* {}: "are you alive?" */
+	}
+}
+
+/* read_request reads a request byte by byte, so that nothing after its
+ * line (an attach client's input) is taken with it. */
+static void read_request(int i)
+{
+	struct client *c = m.clients[i];
+	for (;;) {
+		char b;
+		ssize_t n = read(c->fd, &b, 1);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+			client_drop(i);
+			return;
+		}
+		if (n < 0)
+			return;
+		if (b == '\n') {
+			c->req[c->req_len] = 0;
+			request(i);
+			return;
+		}
+		if (c->req_len == REQUEST_MAX - 1) {
+			client_drop(i);
+			return;
+		}
+		c->req[c->req_len++] = b;
+	}
+}
+
+/* client_input reads an attach client's input for the container's stdin. */
+static void client_input(int i)
+{
+	struct client *c = m.clients[i];
+	ssize_t n = read(c->fd, c->in, sizeof(c->in));
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n > 0) {
+		if (c->kind == ATTACH && c->want_in && m.stdin_fd >= 0) {
+			c->in_len = (size_t)n;
+			c->in_off = 0;
+		}
+		return;
+	}
+	/* The client's input ended (or it went away: a write will tell). */
+	c->in_eof = 1;
+	if (c->kind == WAITER) {
+		client_drop(i);
+		return;
+	}
+	/* docker: StdinOnce closes a pipe's stdin when the first attached
+	 * stdin ends; a terminal's stays open. */
+	if (c->want_in && m.stdin_once && !m.tty)
+		close_stdin();
+}
+
+static void write_stdin(struct client *c)
+{
+	if (m.stdin_fd < 0) {
+		c->in_len = c->in_off = 0;
+		return;
+	}
+	ssize_t n = write(m.stdin_fd, c->in + c->in_off, c->in_len - c->in_off);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EINTR)
+			return;
+		c->in_len = c->in_off = 0; /* the container closed its stdin */
+		return;
+	}
+	c->in_off += (size_t)n;
+	if (c->in_off == c->in_len)
+		c->in_len = c->in_off = 0;
+}
+
+static void accept_client(void)
+{
+	int fd = accept4(m.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (fd >= 0)
+		client_add(fd, REQUEST);
+}
+
+/* ---- the container ---- */
+
+static void output(int stream)
+{
+	static char buf[32 << 10];
+	ssize_t n = read(m.out_fd[stream], buf, sizeof(buf));
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) { /* the end; a pty says EIO once its last slave closed */
+		if (m.stdin_fd == m.out_fd[stream])
+			m.stdin_fd = -1;
+		close(m.out_fd[stream]);
+		m.out_fd[stream] = -1;
+		return;
+	}
+	if (m.log_path)
+		log_output(stream, buf, (size_t)n);
+	broadcast(stream, buf, (size_t)n);
+}
+
+static void reap(void)
+{
+	siginfo_t si = {0};
+	if (waitid(P_PIDFD, (id_t)m.pidfd, &si, WEXITED) != 0) {
+		if (errno == EINTR)
+			return;
+		warn("wait for %d: %s", m.pid, strerror(errno));
+		m.exit_code = 255;
+	} else if (si.si_code == CLD_EXITED) {
+		m.exit_code = si.si_status;
+	} else {
+		m.exit_code = 128 + si.si_status;
+	}
+	close(m.pidfd);
+	m.pidfd = -1;
+	m.running = 0;
+}
+
+/* ask_recorder has a waiter that offered (berthd) record the end: it is
+ * sent {"exitCode":N} and answers one byte once exit.json is written. */
+static int ask_recorder(void)
+{
+	char msg[64];
+	int n = snprintf(msg, sizeof(msg), "{\"exitCode\":%d}\n", m.exit_code);
+	for (int i = 0; i < m.nclients; i++) {
+		struct client *c = m.clients[i];
+		if (c->kind != WAITER || !c->record)
+			continue;
+		if (send(c->fd, msg, (size_t)n, MSG_NOSIGNAL) != n)
+			continue;
+		struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+		char ack = 0;
+		int r;
+		while ((r = poll(&pfd, 1, RECORD_MS)) < 0 && errno == EINTR)
+			;
+		if (r == 1 && read(c->fd, &ack, 1) == 1 && ack == 1)
+			return 0;
+		/* Gone or silent: exit.json, if it wrote one, is written again. */
+	}
+	return -1;
+}
+
+/* record_exit has berthd delete the container and write exit.json: the
+ * running daemon if it offered, else a berthd started for that; if that
+ * fails too, the monitor writes what it knows. */
+static void record_exit(void)
+{
+	if (ask_recorder() == 0)
+		return;
+	char code[16];
+	snprintf(code, sizeof(code), "%d", m.exit_code);
+	pid_t pid = fork();
+	if (pid == 0) {
+		execl(m.exe, m.exe, "__berth_shim_exit", m.dir, code, (char *)NULL);
+		_exit(127);
+	}
+	int status = -1;
+	if (pid > 0)
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+	if (pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return;
+	warn("%s __berth_shim_exit failed (status %d)", m.exe, status);
+	char ts[64], json[256];
+	ts[rfc3339nano(ts, sizeof(ts) - 1)] = 0;
+	int n = snprintf(json, sizeof(json),
+			 "{\"exitCode\":%d,\"oomKilled\":false,\"finishedAt\":\"%s\",\"error\":\"recording the exit failed\"}",
+			 m.exit_code, ts);
+	int fd = open("exit.json.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return;
+	int ok = write(fd, json, (size_t)n) == n && fsync(fd) == 0;
+	close(fd);
+	if (ok)
+		rename("exit.json.tmp", "exit.json");
+}
+
+/* finish tells waiters and attachers the container ended, giving
+ * attachers DRAIN_MS to take the last output. */
+static void finish(void)
+{
+	close_stdin();
+	for (int i = 0; i < m.nclients; i++) {
+		if (m.clients[i]->kind != ATTACH || !m.clients[i]->head)
+			client_drop(i--);
+	}
+	struct timespec start, now;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	while (m.nclients > 0) {
+		struct pollfd pfd[MAX_CLIENTS];
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		long left = DRAIN_MS - ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000);
+		if (left <= 0)
+			break;
+		for (int i = 0; i < m.nclients; i++)
+			pfd[i] = (struct pollfd){.fd = m.clients[i]->fd, .events = POLLOUT};
+		if (poll(pfd, (nfds_t)m.nclients, (int)left) < 0 && errno != EINTR)
+			break;
+		for (int i = m.nclients - 1; i >= 0; i--) {
+			if (!pfd[i].revents)
+				continue;
+			if (client_flush(m.clients[i]) != 0 || !m.clients[i]->head)
+				client_drop(i);
+		}
+	}
+	while (m.nclients > 0)
+		client_drop(0);
+	close(m.listen_fd);
+	unlink("shim.sock");
+}
+
+static int parse_fd(const char *s)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+	return (end == s || v < 0 || v > 1 << 20) ? -1 : (int)v;
+}
+
+static int parse_args(int argc, char **argv)
+{
+	m.running = -1;
+	for (int i = 1; i < argc; i++) {
+		/* key=value, split into a copy: argv stays as ps shows it. */
+		char k[32];
+		const char *v = strchr(argv[i], '=');
+		if (!v || v - argv[i] >= (long)sizeof(k))
+			goto bad;
+		memcpy(k, argv[i], (size_t)(v - argv[i]));
+		k[v++ - argv[i]] = 0;
+		if (!strcmp(k, "dir")) {
+			m.dir = v;
+		} else if (!strcmp(k, "exe")) {
+			m.exe = v;
+		} else if (!strcmp(k, "pid")) {
+			m.pid = atoi(v);
+			m.running = 1;
+		} else if (!strcmp(k, "exited")) {
+			m.exit_code = atoi(v);
+			m.running = 0;
+		} else if (!strcmp(k, "log")) {
+			m.log_path = v;
+		} else if (!strcmp(k, "log-max-size")) {
+			m.log_max_size = atoll(v);
+		} else if (!strcmp(k, "log-max-files")) {
+			m.log_max_files = atoi(v) < 1 ? 1 : atoi(v);
+		} else if (!strcmp(k, "tty")) {
+			m.tty = !strcmp(v, "1");
+		} else if (!strcmp(k, "stdin-once")) {
+			m.stdin_once = !strcmp(v, "1");
+		} else if (!strcmp(k, "listen")) {
+			m.listen_fd = parse_fd(v);
+		} else if (!strcmp(k, "stdout")) {
+			m.out_fd[STDOUT] = parse_fd(v);
+		} else if (!strcmp(k, "stderr")) {
+			m.out_fd[STDERR] = parse_fd(v);
+		} else if (!strcmp(k, "stdin")) {
+			m.stdin_fd = parse_fd(v);
+		} else if (!strcmp(k, "attach") || !strcmp(k, "wait")) {
+			const char *flags = strchr(v, ':');
+			int fd = parse_fd(v);
+			if (fd < 0)
+				goto bad;
+			struct client *c = client_add(fd, !strcmp(k, "wait") ? WAITER : ATTACH);
+			if (c && flags) {
+				c->record = strchr(flags, 'r') != NULL;
+				c->want_in = strchr(flags, 'i') != NULL;
+				c->want[STDOUT] = strchr(flags, 'o') != NULL;
+				c->want[STDERR] = strchr(flags, 'e') != NULL;
+			}
+		} else {
+			goto bad;
+		}
+		continue;
+	bad:
+		warn("bad argument %s", argv[i]);
+		return -1;
+	}
+	if (!m.dir || !m.exe || m.running < 0 || m.listen_fd < 0) {
+		warn("usage: berth-monitor dir=DIR exe=BERTHD pid=PID|exited=CODE listen=FD [...]");
+		return -1;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (parse_args(argc, argv) != 0)
+		return 2;
+	/* What the shim had open beyond what it handed over is no business of
+	 * berthd's exit step, which this program starts. */
+	syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
+	signal(SIGPIPE, SIG_IGN);
+	if (chdir(m.dir) != 0) {
+		warn("chdir %s: %s", m.dir, strerror(errno));
+		return 1;
+	}
+	cloexec(m.listen_fd);
+	nonblock(m.listen_fd);
+	for (int s = 0; s < NSTREAMS; s++) {
+		cloexec(m.out_fd[s]);
+		nonblock(m.out_fd[s]);
+	}
+	cloexec(m.stdin_fd);
+	nonblock(m.stdin_fd);
+	if (m.log_path)
+		log_open();
+	if (m.running) {
+		m.pidfd = (int)syscall(SYS_pidfd_open, m.pid, 0);
+		if (m.pidfd < 0) {
+			warn("pidfd_open %d: %s", m.pid, strerror(errno));
+			return 1;
+		}
+		cloexec(m.pidfd);
+	}
+
+	enum { LISTEN, PIDFD, OUT0, STDIN = OUT0 + NSTREAMS, FIXED };
+	struct pollfd pfd[FIXED + MAX_CLIENTS];
+	struct client *polled[MAX_CLIENTS];
+	while (m.running || m.out_fd[STDOUT] >= 0 || m.out_fd[STDERR] >= 0) {
+		int pending_in = 0;
+		for (int i = 0; i < m.nclients; i++)
+			pending_in |= m.clients[i]->in_len > 0;
+		pfd[LISTEN] = (struct pollfd){.fd = m.listen_fd, .events = POLLIN};
+		pfd[PIDFD] = (struct pollfd){.fd = m.pidfd, .events = POLLIN};
+		for (int s = 0; s < NSTREAMS; s++)
+			pfd[OUT0 + s] = (struct pollfd){.fd = m.out_fd[s], .events = POLLIN};
+		pfd[STDIN] = (struct pollfd){.fd = pending_in ? m.stdin_fd : -1, .events = POLLOUT};
+		int n = 0;
+		for (int i = 0; i < m.nclients; i++) {
+			struct client *c = m.clients[i];
+			short ev = 0;
+			if (c->kind != ATTACH || (!c->in_eof && c->in_len == 0))
+				ev |= POLLIN;
+			if (c->head)
+				ev |= POLLOUT;
+			polled[n] = c;
+			pfd[FIXED + n++] = (struct pollfd){.fd = ev ? c->fd : -1, .events = ev};
+		}
+		if (poll(pfd, (nfds_t)(FIXED + n), -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			warn("poll: %s", strerror(errno));
+			break;
+		}
+		for (int s = 0; s < NSTREAMS; s++)
+			if (pfd[OUT0 + s].revents && m.out_fd[s] >= 0)
+				output(s);
+		if (pfd[PIDFD].revents)
+			reap();
+		if (pfd[STDIN].revents && m.stdin_fd >= 0) {
+			for (int i = 0; i < m.nclients; i++)
+				if (m.clients[i]->in_len > 0)
+					write_stdin(m.clients[i]);
+		}
+		for (int j = 0; j < n; j++) {
+			if (!pfd[FIXED + j].revents)
+				continue;
+			/* Clients may have been dropped by now: find it again. */
+			int i;
+			for (i = 0; i < m.nclients && m.clients[i] != polled[j]; i++)
+				;
+			if (i == m.nclients)
+				continue;
+			struct client *c = m.clients[i];
+			if ((pfd[FIXED + j].revents & POLLOUT) && client_flush(c) != 0) {
+				client_drop(i);
+				continue;
+			}
+			if (!(pfd[FIXED + j].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			if (c->kind == REQUEST)
+				read_request(i);
+			else
+				client_input(i);
+		}
+		if (pfd[LISTEN].revents)
+			accept_client();
+	}
+	log_flush();
+	if (m.log_fd >= 0)
+		close(m.log_fd);
+	record_exit();
+	finish();
+	return 0;
+}

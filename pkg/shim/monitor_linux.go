@@ -1,0 +1,195 @@
+package shim
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-containers/berth/internal/atomicfile"
+	"github.com/berth-containers/berth/pkg/runtime"
+)
+
+// becomeMonitor hands the running container to berth-monitor
+// (cmd/monitor): the shim execve()s it, so that it keeps the shim's pid,
+// stays the container's parent and inherits the socket, the container's
+// stdio and the clients registered so far. It returns only on failure,
+// once the container was killed: a container that nothing watches would
+// have no log and no recorded exit.
+func (s *server) becomeMonitor(c *runtime.Container) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return s.killHanded(c, err)
+	}
+	// The listener's socket stays open in lf: connections made from now
+	// on wait in its backlog for the monitor.
+	lf, err := s.ln.(*net.UnixListener).File()
+	if err != nil {
+		return s.killHanded(c, err)
+	}
+	s.ln.Close()
+	s.serving.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	args := []string{MonitorName, "dir=" + s.dir, "exe=" + exe}
+	keep := []*os.File{lf}
+	arg := func(key string, f *os.File, suffix string) {
+		keep = append(keep, f)
+		args = append(args, fmt.Sprintf("%s=%d%s", key, f.Fd(), suffix))
+	}
+	arg("listen", lf, "")
+	for _, o := range s.outputs {
+		arg(o.stream, o.f, "")
+	}
+	if s.console != nil {
+		arg("stdout", s.console, "")
+	}
+	if f, ok := s.stdin.(*os.File); ok && f != nil {
+		arg("stdin", f, "")
+	}
+	for _, a := range s.handed {
+		f, err := a.conn.(*net.UnixConn).File()
+		if err != nil {
+			continue // gone: nothing to hand over
+		}
+		flags := ":"
+		for _, w := range []struct {
+			on bool
+			c  string
+		}{{a.stdin, "i"}, {a.stdout, "o"}, {a.stderr, "e"}} {
+			if w.on {
+				flags += w.c
+			}
+		}
+		arg("attach", f, flags)
+	}
+	for _, w := range s.waiters {
+		if f, err := w.conn.(*net.UnixConn).File(); err == nil {
+			flags := ""
+			if w.record {
+				flags = ":r"
+			}
+			arg("wait", f, flags)
+		}
+	}
+	if s.cfg.LogPath != "" {
+		args = append(args, "log="+s.cfg.LogPath,
+			"log-max-size="+strconv.FormatInt(s.cfg.LogMaxSize, 10),
+			"log-max-files="+strconv.Itoa(s.cfg.LogMaxFiles))
+	}
+	if s.cfg.Tty {
+		args = append(args, "tty=1")
+	}
+	if s.cfg.StdinOnce {
+		args = append(args, "stdin-once=1")
+	}
+	unix.CloseOnExec(statusFd) // the daemon has what it needed from the status pipe
+	for _, f := range keep {
+		if _, err := unix.FcntlInt(f.Fd(), unix.F_SETFD, 0); err != nil {
+			return s.killHanded(c, err)
+		}
+	}
+	// From here on init is the monitor's to reap.
+	if code, exited := c.HandOver(); exited {
+		args = append(args, "exited="+strconv.Itoa(code))
+	} else {
+		args = append(args, "pid="+strconv.Itoa(c.Pid()))
+	}
+	err = unix.Exec(s.cfg.Monitor, args, os.Environ())
+	return s.killHanded(c, fmt.Errorf("start %s: %w", s.cfg.Monitor, err))
+}
+
+// killHanded ends a container the monitor could not take over.
+func (s *server) killHanded(c *runtime.Container, cause error) error {
+	_ = unix.Kill(c.Pid(), unix.SIGKILL)
+	var ws unix.WaitStatus
+	_, _ = unix.Wait4(c.Pid(), &ws, 0, nil)
+	return fmt.Errorf("container %s killed: no monitor: %w", s.cfg.ID, cause)
+}
+
+// RecordEnd is "berthd __berth_shim_exit DIR CODE", berth-monitor's last
+// step once the container it watched ended and its output was drained:
+// it deletes the container's cgroup and state, unmounts its root
+// filesystem, then writes DIR/exit.json, the order a Go shim keeps (once
+// exit.json is there, the daemon may start the container again).
+func RecordEnd(dir string, code int) int {
+	exit := &Exit{ExitCode: code}
+	if err := deleteEnded(dir, exit); err != nil {
+		exit.Error = err.Error()
+	}
+	exit.FinishedAt = time.Now().UTC()
+	b, _ := json.Marshal(exit)
+	if err := atomicfile.Write(filepath.Join(dir, exitFile), func(w io.Writer) error { _, err := w.Write(b); return err }); err != nil {
+		fmt.Fprintln(os.Stderr, "berthd:", err)
+		return 1
+	}
+	return 0
+}
+
+func deleteEnded(dir string, exit *Exit) error {
+	b, err := os.ReadFile(filepath.Join(dir, configFile))
+	if err != nil {
+		return err
+	}
+	var cfg Config
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return fmt.Errorf("%s: %w", configFile, err)
+	}
+	defer func() {
+		if cfg.Unmount != "" {
+			_ = unix.Unmount(cfg.Unmount, unix.MNT_DETACH)
+		}
+	}()
+	rt, err := runtime.New(cfg.RuntimeRoot)
+	if err != nil {
+		return err
+	}
+	c, err := rt.Load(cfg.ID)
+	if errors.Is(err, runtime.ErrNotFound) {
+		return nil // deleted already: a second recording (see AwaitEnd)
+	}
+	if err != nil {
+		return err
+	}
+	if st, err := c.State(); err == nil {
+		exit.OOMKilled = st.OOMKilled
+	}
+	return c.Delete(context.Background(), true)
+}
+
+// AwaitEnd waits on a connection from Watch until the container's exit is
+// recorded. berth-monitor first asks its watcher to record the end, which
+// berthd, running already, does at once: it writes {"exitCode":N} and
+// waits for one byte back; the monitor runs "berthd __berth_shim_exit"
+// itself only when no watcher answers. A Go shim just closes the
+// connection once it recorded the end.
+func AwaitEnd(conn net.Conn, dir string) {
+	defer conn.Close()
+	line, err := bufio.NewReader(conn).ReadBytes('\n')
+	if err != nil {
+		return // closed: recorded by the shim
+	}
+	var end struct {
+		ExitCode *int `json:"exitCode"`
+	}
+	if json.Unmarshal(line, &end) != nil || end.ExitCode == nil {
+		return
+	}
+	if RecordEnd(dir, *end.ExitCode) == 0 {
+		_, _ = conn.Write([]byte{recordedAck})
+	}
+	_, _ = io.Copy(io.Discard, conn) // until the monitor is done
+}
+
+// recordedAck tells berth-monitor that its watcher recorded the end.
+const recordedAck = 1
