@@ -29,6 +29,9 @@ import (
 
 // createFlags are docker's create and run flags that berth supports.
 type createFlags struct {
+	// detached: run -d, which attaches nothing (docker's configs then say
+	// so: no Attach*, no StdinOnce, so stdin stays open after an attach).
+	detached                                  bool
 	name, workdir, user, entrypoint, hostname string
 	env, envFiles, volumes, publish, devices  []string
 	capAdd, capDrop, ulimits, labels          []string
@@ -85,6 +88,9 @@ func (f *createFlags) configs(args []string) (*container.Config, *container.Host
 	cfg := &container.Config{Image: args[0], Cmd: args[1:], Tty: f.tty, OpenStdin: f.interactive,
 		AttachStdin: f.interactive, AttachStdout: true, AttachStderr: true, StdinOnce: f.interactive,
 		WorkingDir: f.workdir, User: f.user, Hostname: f.hostname, Labels: map[string]string{}}
+	if f.detached {
+		cfg.AttachStdin, cfg.AttachStdout, cfg.AttachStderr, cfg.StdinOnce = false, false, false, false
+	}
 	if len(cfg.Cmd) == 0 {
 		cfg.Cmd = nil
 	}
@@ -455,6 +461,7 @@ func (c *cli) runCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use: "run [OPTIONS] IMAGE [COMMAND] [ARG...]", Short: "Create and run a container", Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f.detached = detach
 			id, err := c.create(cmd, f, args)
 			if err != nil {
 				return err

@@ -67,3 +67,26 @@ func TestParseGPUs(t *testing.T) {
 		}
 	}
 }
+
+// TestRunConfigsAttach: as docker's, -i attaches stdin once (closed when
+// the attached stdin ends); run -d attaches nothing and keeps an -i stdin
+// open for later attaches.
+func TestRunConfigsAttach(t *testing.T) {
+	for _, tc := range []struct {
+		name                      string
+		f                         createFlags
+		attachIn, attachOut, once bool
+	}{
+		{"plain", createFlags{}, false, true, false},
+		{"-i", createFlags{interactive: true}, true, true, true},
+		{"-d -i", createFlags{interactive: true, detached: true}, false, false, false},
+	} {
+		cfg, _, err := tc.f.configs([]string{"busybox"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.AttachStdin != tc.attachIn || cfg.AttachStdout != tc.attachOut || cfg.StdinOnce != tc.once || cfg.OpenStdin != tc.f.interactive {
+			t.Errorf("%s: AttachStdin %v AttachStdout %v StdinOnce %v OpenStdin %v", tc.name, cfg.AttachStdin, cfg.AttachStdout, cfg.StdinOnce, cfg.OpenStdin)
+		}
+	}
+}
