@@ -20,13 +20,15 @@ import (
 // Process is a process started in a running container by Exec. Only the
 // process that started it can Wait for it.
 type Process struct {
-	cmd      *exec.Cmd
-	done     chan struct{}
-	exitCode int
+	*child
 }
 
 // Pid is the process as seen from the host.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// HandOver leaves the process to the program the calling process is about
+// to become, as Container.HandOver does: Wait must not be used then.
+func (p *Process) HandOver() (code int, exited bool) { return p.handOver() }
 
 // Wait blocks until the process exits and returns its exit code (128+signal
 // when a signal ended it).
@@ -112,15 +114,7 @@ func (c *Container) Exec(ctx context.Context, p *specs.Process, opts ...CreateOp
 		return nil, fmt.Errorf("exec in container %s: %w", c.ID, err)
 	}
 	child.Close() // not closeChildFiles: the sealed binary stays ours
-	proc := &Process{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		proc.exitCode = 255
-		_ = cmd.Wait()
-		if cmd.ProcessState != nil {
-			proc.exitCode = exitCode(cmd.ProcessState)
-		}
-		close(proc.done)
-	}()
+	proc := &Process{watch(cmd)}
 	fail := func(err error) (*Process, error) {
 		_ = cmd.Process.Kill()
 		<-proc.done

@@ -100,9 +100,9 @@ func cgroupPath(spec *specs.Spec, id string) string {
 
 // abort undoes a failed Create.
 func (c *Container) abort() {
-	if c.cmd != nil && c.cmd.Process != nil {
-		_ = c.cmd.Process.Kill()
-		<-c.done
+	if c.init != nil {
+		_ = c.init.cmd.Process.Kill()
+		<-c.init.done
 	}
 	_ = c.destroy()
 }
@@ -128,8 +128,7 @@ func (c *Container) startInit(ctx context.Context, spec *specs.Spec, o *createOp
 		return fmt.Errorf("start container init: %w", err)
 	}
 	// From here on, abort (destroy) closes the socket and reaps init.
-	c.cmd, c.syncSock, c.done = cmd, parent, make(chan struct{})
-	go c.reap()
+	c.init, c.syncSock = watch(cmd), parent
 	c.rec.Pid = cmd.Process.Pid
 	c.rec.PidStart, _ = procStart(c.rec.Pid)
 	// The cgroup is made while init's Go runtime starts up, on the other
@@ -176,47 +175,15 @@ func specForInit(spec *specs.Spec) *specs.Spec {
 	return &s
 }
 
-// reap waits for init's end, then reaps it, unless init was handed over
-// (HandOver) in the meantime: the exit is first only observed (WNOWAIT),
-// so that the choice to reap is made under reapMu.
-func (c *Container) reap() {
-	var info unix.Siginfo
-	for {
-		err := unix.Waitid(unix.P_PID, c.cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	c.reapMu.Lock()
-	defer c.reapMu.Unlock()
-	if c.handedOver {
-		return
-	}
-	c.exitCode = 255 // Wait failed before the process could be waited for
-	_ = c.cmd.Wait()
-	if c.cmd.ProcessState != nil {
-		c.exitCode = exitCode(c.cmd.ProcessState)
-	}
-	close(c.done)
-}
-
 // HandOver leaves init to the program the calling process is about to
 // become (execve keeps it init's parent): from now on this Container never
 // reaps init, and its Wait and Delete must not be used. If init had ended
 // and was reaped already, exited is true and code is its exit code.
 func (c *Container) HandOver() (code int, exited bool) {
-	if c.done == nil {
+	if c.init == nil {
 		return 0, false
 	}
-	c.reapMu.Lock()
-	defer c.reapMu.Unlock()
-	select {
-	case <-c.done:
-		return c.exitCode, true
-	default:
-		c.handedOver = true
-		return 0, false
-	}
+	return c.init.handOver()
 }
 
 func (c *Container) awaitReady(ctx context.Context, o *createOptions, cfg *initConfig) error {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -90,14 +89,9 @@ type Container struct {
 	rec *record
 
 	// set only in the creating process
-	cmd      *exec.Cmd
+	init     *child
 	syncSock *os.File
-	done     chan struct{}
-	exitCode int
 	mu       sync.Mutex
-
-	reapMu     sync.Mutex
-	handedOver bool // init is left to the caller's successor; see HandOver
 }
 
 func (r *Runtime) dir(id string) string { return filepath.Join(r.root, id) }
@@ -140,9 +134,9 @@ func (c *Container) Pid() int { return c.rec.Pid }
 func (c *Container) Bundle() string { return c.rec.Bundle }
 
 func (c *Container) status() specs.ContainerState {
-	if c.done != nil {
+	if c.init != nil {
 		select {
-		case <-c.done:
+		case <-c.init.done:
 			return StatusStopped
 		default:
 		}
@@ -171,9 +165,9 @@ func (c *Container) State() (*State, error) {
 	if cg, err := cgroups.Load(c.rec.CgroupPath); err == nil {
 		st.OOMKilled = cg.OOMKilled()
 	}
-	if st.Status == StatusStopped && c.done != nil {
-		<-c.done
-		code := c.exitCode
+	if st.Status == StatusStopped && c.init != nil {
+		<-c.init.done
+		code := c.init.exitCode
 		st.ExitCode = &code
 	}
 	return st, nil
@@ -246,12 +240,12 @@ func (c *Container) Kill(sig syscall.Signal) error {
 // Wait blocks until the container's process exits and returns its exit
 // code: the process's own, or 128+signal when a signal ended it.
 func (c *Container) Wait(ctx context.Context) (int, error) {
-	if c.done == nil {
+	if c.init == nil {
 		return -1, fmt.Errorf("wait container %s: only the process that created it can wait", c.ID)
 	}
 	select {
-	case <-c.done:
-		return c.exitCode, nil
+	case <-c.init.done:
+		return c.init.exitCode, nil
 	case <-ctx.Done():
 		return -1, ctx.Err()
 	}
