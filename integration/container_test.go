@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,6 +42,32 @@ func exitCode(t *testing.T, err error) int {
 }
 
 // eventually retries check for up to 10 s.
+// watchers lists, sorted, the names of berthd's children that have a
+// child: the shims (or monitors) watching a process.
+func watchers(t *testing.T, berthd int) string {
+	t.Helper()
+	children := func(pid int) []string { // of every thread: each forks
+		var out []string
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+		for _, task := range tasks {
+			b, _ := os.ReadFile(task)
+			out = append(out, strings.Fields(string(b))...)
+		}
+		return out
+	}
+	var names []string
+	for _, c := range children(berthd) {
+		n, _ := strconv.Atoi(c)
+		if len(children(n)) == 0 {
+			continue // the shim started ahead, idle
+		}
+		comm, _ := os.ReadFile("/proc/" + c + "/comm")
+		names = append(names, strings.TrimSpace(string(comm)))
+	}
+	sort.Strings(names)
+	return strings.Join(names, " ")
+}
+
 func eventually(t *testing.T, what string, check func() bool) {
 	t.Helper()
 	for range 200 {
@@ -168,8 +195,13 @@ func TestDockerCLIContainers(t *testing.T) {
 	if out := d.dockerOK(t, "system", "df"); !strings.Contains(out, "Containers      1") {
 		t.Errorf("system df:\n%s", out)
 	}
-	d.dockerOK(t, "exec", "-d", "web", "sh", "-c", "echo detached > /tmp/d")
+	d.dockerOK(t, "exec", "-d", "web", "sh", "-c", "echo detached > /tmp/d; sleep 2")
 	eventually(t, "detached exec ran", func() bool { out, _ := d.docker(t, "", "exec", "web", "cat", "/tmp/d"); return out == "detached\n" })
+	// The container and the running exec are each watched by a
+	// berth-monitor (the shims became it), no Go shim.
+	if got := watchers(t, d.cmd.Process.Pid); got != "berth-monitor berth-monitor" {
+		t.Errorf("processes watching the container and its exec: %q", got)
+	}
 	out, err = d.docker(t, "", "rm", "web")
 	if err == nil || !strings.Contains(out, "container is running") {
 		t.Errorf("rm of a running container: %v %s", err, out)

@@ -159,8 +159,7 @@ func (d *Daemon) ExecStart(e *Exec, attach, tty bool, size *[2]uint) (*Attachmen
 	e.mu.Unlock()
 	go func() {
 		if watch != nil {
-			_, _ = watch.Read(make([]byte, 1))
-			watch.Close()
+			shim.AwaitEnd(watch, dir)
 		}
 		// The shim writes exit.json before it closes the watch; with no
 		// watch it was gone already.

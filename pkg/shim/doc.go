@@ -6,17 +6,19 @@
 // and to attached clients, records the exit status in DIR/exit.json and
 // ends.
 //
-// Once the container runs, the shim becomes berth-monitor (cmd/monitor, a
-// small C program installed beside berthd) with execve: same pid, so still
-// the container's parent, same socket, stdio and clients. The monitor does
+// Once the container (or an exec's process) runs, the shim becomes
+// berth-monitor (cmd/monitor, a small C program installed beside berthd)
+// with execve: same pid, so still the process's parent, same socket, stdio
+// and clients. The monitor does
 // the watching in under 1 MB RSS where a Go shim takes 7 (a Go program
 // maps whole page-cache folios of berthd's 16 MB binary as it runs). Until
 // the handover the shim reads no output and only registers attach
 // clients, so nothing is read twice or lost. When the container has ended
 // and its output is drained, the monitor runs "berthd __berth_shim_exit
 // DIR CODE" (RecordEnd: runtime Delete, unmount, exit.json), then closes
-// its clients and ends. Without berth-monitor beside berthd, and for
-// execs, the Go shim watches to the end itself.
+// its clients and ends (for an exec, the end is only written down).
+// Without berth-monitor beside berthd, the Go shim watches to the end
+// itself.
 //
 //	berthd (Create, Start)                      berthd __berth_shim DIR
 //	  write DIR/shim.json

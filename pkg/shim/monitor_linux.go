@@ -25,7 +25,7 @@ import (
 // stdio and the clients registered so far. It returns only on failure,
 // once the container was killed: a container that nothing watches would
 // have no log and no recorded exit.
-func (s *server) becomeMonitor(c *runtime.Container) error {
+func (s *server) becomeMonitor(c handed) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return s.killHanded(c, err)
@@ -109,8 +109,15 @@ func (s *server) becomeMonitor(c *runtime.Container) error {
 	return s.killHanded(c, fmt.Errorf("start %s: %w", s.cfg.Monitor, err))
 }
 
-// killHanded ends a container the monitor could not take over.
-func (s *server) killHanded(c *runtime.Container, cause error) error {
+// handed is what the monitor takes over: a container's init
+// (*runtime.Container) or an exec's process (*runtime.Process).
+type handed interface {
+	Pid() int
+	HandOver() (code int, exited bool)
+}
+
+// killHanded ends a process the monitor could not take over.
+func (s *server) killHanded(c handed, cause error) error {
 	_ = unix.Kill(c.Pid(), unix.SIGKILL)
 	var ws unix.WaitStatus
 	_, _ = unix.Wait4(c.Pid(), &ws, 0, nil)
@@ -121,7 +128,8 @@ func (s *server) killHanded(c *runtime.Container, cause error) error {
 // step once the container it watched ended and its output was drained:
 // it deletes the container's cgroup and state, unmounts its root
 // filesystem, then writes DIR/exit.json, the order a Go shim keeps (once
-// exit.json is there, the daemon may start the container again).
+// exit.json is there, the daemon may start the container again). An
+// exec's end is only written down.
 func RecordEnd(dir string, code int) int {
 	exit := &Exit{ExitCode: code}
 	if err := deleteEnded(dir, exit); err != nil {
@@ -144,6 +152,9 @@ func deleteEnded(dir string, exit *Exit) error {
 	var cfg Config
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		return fmt.Errorf("%s: %w", configFile, err)
+	}
+	if cfg.Exec != nil {
+		return nil // the container goes on
 	}
 	defer func() {
 		if cfg.Unmount != "" {

@@ -105,7 +105,7 @@ func (s *server) run(report func(status), release *os.File) (*Exit, error) {
 		return nil, fmt.Errorf("%s: %w", configFile, err)
 	}
 	cfg := s.cfg
-	s.monitor = cfg.Monitor != "" && cfg.Exec == nil
+	s.monitor = cfg.Monitor != ""
 	// The socket is bound by a relative name: DIR may be longer than a
 	// socket address allows.
 	if err := os.Chdir(s.dir); err != nil {
@@ -304,6 +304,9 @@ func (s *server) runExec(ctx context.Context, rt *runtime.Runtime, opts []runtim
 		return fail(err)
 	}
 	report(status{Started: true, Pid: proc.Pid()})
+	if s.monitor {
+		return nil, s.becomeMonitor(proc) // returns only if that failed
+	}
 	code, err := proc.Wait(ctx)
 	s.pumps.Wait()
 	exit := &Exit{ExitCode: code, FinishedAt: time.Now().UTC()}

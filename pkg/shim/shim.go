@@ -49,10 +49,10 @@ type Config struct {
 	// instead of the container itself; its output is not logged (LogPath
 	// empty) and its exit goes to DIR/exit.json as a container's does.
 	Exec *specs.Process `json:"exec,omitempty"`
-	// Monitor is berth-monitor's path: once the container runs, the shim
-	// becomes that small C program (execve), which watches it from then on
-	// in a fraction of a Go shim's memory. Empty (and for an Exec), the
-	// shim watches the container itself.
+	// Monitor is berth-monitor's path: once the container (or the exec's
+	// process) runs, the shim becomes that small C program (execve), which
+	// watches it from then on in a fraction of a Go shim's memory. Empty,
+	// the shim watches it itself.
 	Monitor string `json:"monitor,omitempty"`
 }
 
@@ -173,9 +173,7 @@ func startIdle(exe string) (*idleShim, error) {
 // a shim and returns once the runtime created the container (or failed
 // to: its error). Call Start or Abort.
 func (l *Launcher) Create(dir string, cfg Config) (*Launch, error) {
-	if cfg.Exec == nil {
-		cfg.Monitor = l.monitor
-	}
+	cfg.Monitor = l.monitor
 	b, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, err
