@@ -96,6 +96,8 @@ static struct {
 	int pid, pidfd, running, exit_code;
 	int log_fd;
 	long long log_size;
+	struct stat sock; /* shim.sock as listened on */
+	int have_sock;
 	char line[NSTREAMS][MAX_LINE];
 	size_t line_len[NSTREAMS];
 	struct client *clients[MAX_CLIENTS];
@@ -602,7 +604,11 @@ static void finish(void)
 	while (m.nclients > 0)
 		client_drop(0);
 	close(m.listen_fd);
-	unlink("shim.sock");
+	/* Only our own socket: once exit.json is written, berthd may have
+	 * started the container again, with a new shim listening there. */
+	struct stat st;
+	if (m.have_sock && stat("shim.sock", &st) == 0 && st.st_dev == m.sock.st_dev && st.st_ino == m.sock.st_ino)
+		unlink("shim.sock");
 }
 
 static int parse_fd(const char *s)
@@ -692,6 +698,7 @@ int main(int argc, char **argv)
 	}
 	cloexec(m.listen_fd);
 	nonblock(m.listen_fd);
+	m.have_sock = stat("shim.sock", &m.sock) == 0;
 	for (int s = 0; s < NSTREAMS; s++) {
 		cloexec(m.out_fd[s]);
 		nonblock(m.out_fd[s]);

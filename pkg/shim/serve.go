@@ -59,10 +59,11 @@ func Run(dir string) int {
 // server is the shim's state: the container, its stdio and the clients of
 // its socket.
 type server struct {
-	dir string
-	cfg Config
-	ln  net.Listener
-	log *logs.Writer
+	dir  string
+	cfg  Config
+	ln   net.Listener
+	sock os.FileInfo // DIR/shim.sock as bound
+	log  *logs.Writer
 	// monitor: the shim becomes berth-monitor once the container runs
 	// (Config.Monitor); until then nothing reads the output, and attach
 	// clients are only registered, so that the monitor takes them over
@@ -115,8 +116,10 @@ func (s *server) run(report func(status), release *os.File) (*Exit, error) {
 	if s.ln, err = net.Listen("unix", socketFile); err != nil {
 		return nil, fmt.Errorf("shim socket: %w", err)
 	}
-	// berth-monitor goes on listening on the same socket.
-	s.ln.(*net.UnixListener).SetUnlinkOnClose(!s.monitor)
+	// Removed by finish, if still ours; berth-monitor goes on listening
+	// on it.
+	s.ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	s.sock, _ = os.Stat(socketFile)
 	s.serving.Add(1)
 	go s.serve()
 	rt, err := runtime.New(cfg.RuntimeRoot)
@@ -340,7 +343,12 @@ func (s *server) finish() {
 	}
 	if s.ln != nil {
 		s.ln.Close()
-		os.Remove(filepath.Join(s.dir, socketFile))
+		// Only our own socket: once exit.json is written, the daemon may
+		// have started the container again, with a new shim listening.
+		path := filepath.Join(s.dir, socketFile)
+		if fi, err := os.Stat(path); err == nil && s.sock != nil && os.SameFile(fi, s.sock) {
+			os.Remove(path)
+		}
 	}
 }
 
