@@ -7,7 +7,11 @@
 # exit). The image is scripts/make-debian-image.sh's debootstrap minbase, imported and
 # pushed by berth (one gzip layer). Every pull starts from an empty store (hyperfine
 # --prepare), so every byte is fetched:
-#   berth:  fetch + verify + gunzip + unpack into layers/, blob kept (for push/save)
+#   berth pull: a user's pull, through a berthd running on the fresh filesystem (started
+#           by the prepare step): fetch + verify + gunzip + unpack into layers/, blob
+#           kept (for push/save); durable in the background (pkg/image/durability.go)
+#   berthd image pull: the same from the command line, which also waits for that
+#           syncfs before it exits
 #   podman: fetch + verify + gunzip + unpack into its overlay storage
 #   skopeo: fetch + verify into an OCI layout directory, no unpack (a floor)
 # and writes into a fresh ext4 filesystem (bench/fresh-fs.sh).
@@ -37,7 +41,7 @@ http: {addr: 127.0.0.1:$port}
 YML
 docker-registry serve "$work/registry/config.yml" >"$work/registry/log" 2>&1 &
 regpid=$!
-trap 'kill "$regpid" 2>/dev/null; wait "$regpid" 2>/dev/null || true' EXIT
+trap 'kill "$regpid" 2>/dev/null; wait "$regpid" 2>/dev/null || true; [ ! -x "$work/with-berthd.sh" ] || "$work/with-berthd.sh" stop' EXIT
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
 ref=127.0.0.1:$port/bench/debian:bookworm
 
@@ -58,13 +62,41 @@ graphroot = "$mnt/podman/storage"
 runroot = "$mnt/podman/run"
 CONF
 fresh="$PWD/bench/fresh-fs.sh $work/fs.img $mnt"
+# with-berthd.sh [fresh|stop]: stops the berthd a previous run started (by pid), then
+# makes the fresh filesystem and starts a berthd on it, ready when the script ends
+# ("fresh": no berthd; "stop": only the stop).
+sock=$work/berthd.sock
+: >"$work/berthd.pid"
+cat >"$work/with-berthd.sh" <<PREP
+#!/bin/bash
+set -e
+if [ -s $work/berthd.pid ]; then
+	pid=\$(cat $work/berthd.pid)
+	kill \$pid 2>/dev/null || true
+	while kill -0 \$pid 2>/dev/null; do sleep 0.02; done
+	: >$work/berthd.pid
+fi
+[ "\${1:-}" = stop ] && exit 0
+$fresh
+[ "\${1:-}" = fresh ] && exit 0
+rm -f $sock
+$berthd --root $mnt/berth -H unix://$sock --config-file /dev/null --cgroup-parent /berth-bench-image >>$work/berthd.log 2>&1 &
+echo \$! >$work/berthd.pid
+for _ in \$(seq 200); do [ -S $sock ] && exit 0; sleep 0.02; done
+exit 1
+PREP
+chmod +x "$work/with-berthd.sh"
+fresh="$work/with-berthd.sh fresh"
 CONTAINERS_STORAGE_CONF=$work/storage.conf unshare --mount --propagation private -- \
 	hyperfine --style basic -N --warmup "$WARMUP" --runs "$RUNS" \
 	--export-json "$OUT/pull.json" --export-markdown "$OUT/pull.md" \
-	--prepare "$fresh" -n "berth pull" "$berthd image --root $mnt/berth pull $ref" \
+	--prepare "$work/with-berthd.sh" -n "berth pull" "bin/berth -H unix://$sock pull -q $ref" \
+	--prepare "$fresh" -n "berthd image pull (command line)" "$berthd image --root $mnt/berth pull $ref" \
 	--prepare "$fresh" -n "podman pull" "podman pull -q --tls-verify=false $ref" \
 	--prepare "$fresh" -n "skopeo copy (no unpack)" \
 	"skopeo copy -q --src-tls-verify=false docker://$ref oci:$mnt/skopeo:bookworm"
+"$work/with-berthd.sh" stop
+rmdir /sys/fs/cgroup/*/berth-bench-image 2>/dev/null || true
 rm -f "$work/fs.img"
 
 # --- unpack --------------------------------------------------------------------------------
