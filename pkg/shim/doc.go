@@ -44,6 +44,10 @@
 //	    the container's stdin.
 //	{"resize": {"height": 24, "width": 80}}   sets the terminal's size.
 //	{"wait": true}   closed once exit.json is written.
+//	{"wait": true, "record": true}   the same, from berthd, which offers to
+//	    record the end itself: berth-monitor then first writes
+//	    {"exitCode": N} and waits for one byte back (see AwaitEnd); a Go
+//	    shim records the end itself and ignores the offer.
 //
 // A berthd that restarts finds living containers through their runtime
 // state and watches them again through the socket; finished ones through
