@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -282,5 +284,47 @@ func TestMonitorLogRotation(t *testing.T) {
 		if want := fmt.Sprintf("line %d\n", 300-len(got)+i); l != want {
 			t.Fatalf("entry %d is %q, want %q", i, l, want)
 		}
+	}
+}
+
+// TestMonitorLeavesNewSocket: once exit.json is written berthd may start
+// the container again, whose new shim binds DIR/shim.sock while the old
+// monitor still gives a slow attach client its last output (up to 2 s);
+// the old monitor must not remove the new socket when it ends.
+func TestMonitorLeavesNewSocket(t *testing.T) {
+	t.Parallel()
+	// 1 MiB of output, more than the client's socket takes unread.
+	dir, cfg := shimFixture(t, "sh", "-c", `s=a; i=0; while [ $i -lt 20 ]; do s=$s$s; i=$((i+1)); done; sleep 0.2; echo $s`)
+	launch, err := shim.Create(testutil.Build(t, "./cmd/daemon", true), dir, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow, err := shim.Attach(dir, shim.AttachOptions{Stdout: true})
+	if err != nil {
+		launch.Abort()
+		t.Fatal(err)
+	}
+	defer slow.Close() // never read before the end
+	if err := launch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitExit(t, dir)
+	// The next start's shim, played by the test.
+	sock := filepath.Join(dir, "shim.sock")
+	os.Remove(sock)
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	mine, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The old monitor ends once the slow client's 2 s are up.
+	_, _ = io.Copy(io.Discard, slow)
+	time.Sleep(100 * time.Millisecond)
+	if now, err := os.Stat(sock); err != nil || !os.SameFile(now, mine) {
+		t.Errorf("the new shim's socket was removed by the old monitor: %v", err)
 	}
 }
