@@ -41,11 +41,12 @@ test: prereqs build ## run every test, unit and integration (as root)
 unit: ## run the tests that need no root
 	$(GO) test -count=1 -run 'Validate|Parse|Default' ./...
 
-lint: ## gofmt, go vet and staticcheck
+lint: ## gofmt, go vet and staticcheck; gcc's static analyzer on berth-monitor
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 	@test -x $(BIN)/staticcheck || GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(BIN)/staticcheck ./...
+	$(CC) -fanalyzer -Wall -Wextra -Werror -O1 -c -o /dev/null cmd/monitor/monitor.c
 
 bench: build ## benchmarks against crun, runc, podman, docker and skopeo (needs root; installs the peers)
 	bench/runtime.sh
