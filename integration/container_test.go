@@ -41,7 +41,6 @@ func exitCode(t *testing.T, err error) int {
 	return -1
 }
 
-// eventually retries check for up to 10 s.
 // watchers lists, sorted, the names of berthd's children that have a
 // child: the shims (or monitors) watching a process.
 func watchers(t *testing.T, berthd int) string {
@@ -68,6 +67,7 @@ func watchers(t *testing.T, berthd int) string {
 	return strings.Join(names, " ")
 }
 
+// eventually retries check for up to 10 s.
 func eventually(t *testing.T, what string, check func() bool) {
 	t.Helper()
 	for range 200 {
@@ -599,5 +599,26 @@ func TestDaemonContainerDefaults(t *testing.T) {
 		if l != fmt.Sprint("line-", first+i) {
 			t.Fatalf("line %d is %q: a gap across files", i, l)
 		}
+	}
+}
+
+// TestCreatedMountReleased: create mounts the root filesystem (a run's
+// start finds it there); a container only created gives the mount back
+// within seconds, and still starts.
+func TestCreatedMountReleased(t *testing.T) {
+	t.Parallel()
+	d := withBusybox(t)
+	id := strings.TrimSpace(d.dockerOK(t, "create", "busybox", "echo", "started"))
+	rootfs := filepath.Join(d.root, "containers", id, "snap", "rootfs")
+	mounted := func() bool {
+		b, _ := os.ReadFile("/proc/self/mountinfo")
+		return strings.Contains(string(b), " "+rootfs+" ")
+	}
+	if !mounted() {
+		t.Fatalf("%s is not mounted after create", rootfs)
+	}
+	eventually(t, "the created container's mount released", func() bool { return !mounted() })
+	if out := d.dockerOK(t, "start", "-a", id); out != "started\n" {
+		t.Errorf("start -a: %q", out)
 	}
 }

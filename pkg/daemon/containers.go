@@ -241,10 +241,6 @@ func (c *containers) Create(ctx context.Context, name string, cfg *container.Con
 	if err := os.WriteFile(filepath.Join(dir, "bundle", "config.json"), b, 0o600); err != nil {
 		return nil, err
 	}
-	// Mounted again at each start; a created container holds no mount.
-	if err := c.d.snapshot.Unmount(filepath.Join(dir, "snap")); err != nil {
-		return nil, err
-	}
 	// The log exists from the start, so that attach can follow it.
 	if err := os.WriteFile(c.logPath(ctr.ID), nil, 0o640); err != nil {
 		return nil, err
@@ -253,7 +249,39 @@ func (c *containers) Create(ctx context.Context, name string, cfg *container.Con
 		return nil, err
 	}
 	ok = true
+	// A run starts the container at once and finds the root filesystem
+	// mounted (an unmount waits for the kernel's RCU grace period, 1 to 2
+	// ms); a container only created gives its mount back soon.
+	time.AfterFunc(createdMountGrace, func() { c.releaseCreatedMount(ctr.ID) })
 	return ctr, nil
+}
+
+// createdMountGrace is how long a created container keeps the root
+// filesystem mounted at create, waiting for its start.
+const createdMountGrace = 5 * time.Second
+
+// releaseCreatedMount unmounts the root filesystem of a container that is
+// not running: mounted at create, it is mounted again at each start.
+func (c *containers) releaseCreatedMount(id string) {
+	defer c.lock(id)()
+	ctr, err := c.Get(id)
+	if err != nil || c.State(ctr).Status == container.StateRunning {
+		return // removed, or running: its shim unmounts it at the end
+	}
+	if err := c.d.snapshot.Unmount(filepath.Join(c.d.containerDir(id), "snap")); err != nil {
+		slog.Warn("unmount a created container's root filesystem", "container", id, "err", err)
+	}
+}
+
+// releaseCreatedMounts unmounts what containers created in the last
+// moments still hold, at daemon stop and start.
+func (c *containers) releaseCreatedMounts() {
+	all, _ := c.List()
+	for _, ctr := range all {
+		if c.State(ctr).Status == container.StateCreated {
+			_ = c.d.snapshot.Unmount(filepath.Join(c.d.containerDir(ctr.ID), "snap"))
+		}
+	}
 }
 
 // cgroupPath is the container's cgroup: PARENT/ID.
@@ -943,6 +971,8 @@ func (c *containers) recover() {
 	for _, ctr := range all {
 		st := c.State(ctr)
 		if st.Status == container.StateCreated {
+			// A berthd stopped right after a create may have left its mount.
+			_ = c.d.snapshot.Unmount(filepath.Join(c.d.containerDir(ctr.ID), "snap"))
 			continue
 		}
 		if st.Status == container.StateDead {
