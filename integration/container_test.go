@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -620,5 +621,30 @@ func TestCreatedMountReleased(t *testing.T) {
 	eventually(t, "the created container's mount released", func() bool { return !mounted() })
 	if out := d.dockerOK(t, "start", "-a", id); out != "started\n" {
 		t.Errorf("start -a: %q", out)
+	}
+}
+
+// TestRemovedContainerFilesGo: rm moves the container's directory to the
+// trash and deletes it there, after the removal answered; what a stopped
+// berthd left in the trash goes when it starts again.
+func TestRemovedContainerFilesGo(t *testing.T) {
+	t.Parallel()
+	d := withBusybox(t)
+	id := strings.TrimSpace(d.dockerOK(t, "run", "-d", "busybox", "sh", "-c", "echo data > /file"))
+	d.dockerOK(t, "wait", id)
+	d.dockerOK(t, "rm", id)
+	trash := filepath.Join(d.root, "trash")
+	eventually(t, "the container's files deleted", func() bool {
+		_, err := os.Stat(filepath.Join(d.root, "containers", id))
+		left, _ := os.ReadDir(trash)
+		return errors.Is(err, os.ErrNotExist) && len(left) == 0
+	})
+	d.stop()
+	if err := os.MkdirAll(filepath.Join(trash, "left", "upper"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	d.start(t)
+	if left, _ := os.ReadDir(trash); len(left) != 0 {
+		t.Errorf("the trash still holds %v after a start", left)
 	}
 }

@@ -117,6 +117,14 @@ func newContainers(d *Daemon) (*containers, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The trash: what a stopped berthd had not deleted yet goes now.
+	trash := trashDir(d.cfg.Root)
+	if err := os.RemoveAll(trash); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(trash, 0o700); err != nil {
+		return nil, err
+	}
 	launcher := shim.NewLauncher(exe)
 	if launcher.Monitor() == "" {
 		slog.Warn("no " + shim.MonitorName + " beside berthd: each shim stays a Go process, several MB per container")
@@ -839,6 +847,23 @@ var signals = map[string]syscall.Signal{"TERM": syscall.SIGTERM, "INT": syscall.
 	"KILL": syscall.SIGKILL, "HUP": syscall.SIGHUP, "USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2}
 
 // Remove deletes a container; a running one only when forced (killed).
+// trashDir holds removed containers' directories until they are deleted,
+// off the path of the removal.
+func trashDir(root string) string { return filepath.Join(root, "trash") }
+
+// discard moves a removed container's (unmounted) directory into the
+// trash, which a goroutine then empties: deleting its tree, a writable
+// layer included, takes milliseconds a `run --rm` would wait for. What a
+// stop leaves there goes at the next start.
+func (c *containers) discard(dir string) error {
+	to := filepath.Join(trashDir(c.d.cfg.Root), filepath.Base(dir))
+	if err := os.Rename(dir, to); err != nil {
+		return os.RemoveAll(dir)
+	}
+	go os.RemoveAll(to)
+	return nil
+}
+
 func (c *containers) Remove(ctx context.Context, ctr *Container, force bool) error {
 	st := c.State(ctr)
 	if st.Status == container.StateRunning {
@@ -861,10 +886,10 @@ func (c *containers) Remove(ctx context.Context, ctr *Container, force bool) err
 		_ = rc.Delete(ctx, true)
 	}
 	c.detach(ctr.ID)
-	if err := snapshot.Remove(c.d.snapshot, filepath.Join(dir, "snap")); err != nil {
+	if err := c.d.snapshot.Unmount(filepath.Join(dir, "snap")); err != nil {
 		return err
 	}
-	if err := os.RemoveAll(dir); err != nil {
+	if err := c.discard(dir); err != nil {
 		return err
 	}
 	if err := c.deleteRecord(ctr); err != nil {
