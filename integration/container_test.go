@@ -648,3 +648,19 @@ func TestRemovedContainerFilesGo(t *testing.T) {
 		t.Errorf("the trash still holds %v after a start", left)
 	}
 }
+
+// TestOOMKilledReported: a container killed by the memory cgroup's OOM
+// killer exits 137 and inspect says OOMKilled (the end is recorded by
+// berthd for berth-monitor).
+func TestOOMKilledReported(t *testing.T) {
+	t.Parallel()
+	d := withBusybox(t)
+	_, err := d.docker(t, "", "run", "--name", "hog", "--memory", "16m", "--memory-swap", "16m", "busybox",
+		"sh", "-c", "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done")
+	if code := exitCode(t, err); code != 137 {
+		t.Errorf("exit code %d, want 137", code)
+	}
+	if out := d.dockerOK(t, "inspect", "-f", "{{.State.OOMKilled}} {{.State.ExitCode}}", "hog"); out != "true 137\n" {
+		t.Errorf("inspect: %q, want OOMKilled and 137", out)
+	}
+}
