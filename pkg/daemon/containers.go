@@ -265,8 +265,10 @@ func (c *containers) Create(ctx context.Context, name string, cfg *container.Con
 }
 
 // createdMountGrace is how long a created container keeps the root
-// filesystem mounted at create, waiting for its start.
-const createdMountGrace = 5 * time.Second
+// filesystem mounted at create, waiting for its start: a run's comes
+// within milliseconds; a thousand creates in a row should not pile up
+// mounts.
+const createdMountGrace = time.Second
 
 // releaseCreatedMount unmounts the root filesystem of a container that is
 // not running: mounted at create, it is mounted again at each start.
