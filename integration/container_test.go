@@ -605,7 +605,7 @@ func TestDaemonContainerDefaults(t *testing.T) {
 
 // TestCreatedMountReleased: create mounts the root filesystem (a run's
 // start finds it there); a container only created gives the mount back
-// within seconds, and still starts.
+// within seconds, and still starts; once it ended, the mount goes.
 func TestCreatedMountReleased(t *testing.T) {
 	t.Parallel()
 	d := withBusybox(t)
@@ -622,6 +622,8 @@ func TestCreatedMountReleased(t *testing.T) {
 	if out := d.dockerOK(t, "start", "-a", id); out != "started\n" {
 		t.Errorf("start -a: %q", out)
 	}
+	// berthd records the end with the mount in place and unmounts after.
+	eventually(t, "the ended container's mount released", func() bool { return !mounted() })
 }
 
 // TestRemovedContainerFilesGo: rm moves the container's directory to the

@@ -86,7 +86,9 @@ type containers struct {
 	backoff sync.Map // ID -> last restart delay
 
 	launcher *shim.Launcher // keeps a shim started ahead
-	gpuMu    sync.Mutex     // GPU choice and record, one create at a time
+
+	discarding sync.WaitGroup // removed containers' directories being deleted
+	gpuMu      sync.Mutex     // GPU choice and record, one create at a time
 
 	chMu    sync.Mutex
 	changes map[string]chan struct{} // closed at the next change
@@ -117,8 +119,15 @@ func newContainers(d *Daemon) (*containers, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The trash: what a stopped berthd had not deleted yet goes now.
+	// The trash: what a stopped berthd had not deleted yet goes now,
+	// unmounted first.
 	trash := trashDir(d.cfg.Root)
+	left, _ := os.ReadDir(trash)
+	for _, e := range left {
+		if err := d.snapshot.Unmount(filepath.Join(trash, e.Name(), "snap")); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.RemoveAll(trash); err != nil {
 		return nil, err
 	}
@@ -283,12 +292,27 @@ func (c *containers) releaseCreatedMount(id string) {
 	}
 }
 
-// releaseCreatedMounts unmounts what containers created in the last
-// moments still hold, at daemon stop and start.
-func (c *containers) releaseCreatedMounts() {
+// releaseEndedMount unmounts the root filesystem of a container that
+// ended (AwaitEnd leaves it mounted), unless it runs again already or was
+// removed (its directory, in the trash, is unmounted there). A restart
+// waits 100 ms at least, and finds it unmounted.
+func (c *containers) releaseEndedMount(id string) {
+	defer c.lock(id)()
+	ctr, err := c.Get(id)
+	if err != nil || c.State(ctr).Status == container.StateRunning {
+		return
+	}
+	_ = c.d.snapshot.Unmount(filepath.Join(c.d.containerDir(id), "snap"))
+}
+
+// releaseMounts unmounts, at daemon stop and start, what containers that
+// do not run still hold (created in the last moments, or ended just
+// before), and at stop waits for the deletion of removed ones.
+func (c *containers) releaseMounts() {
+	c.discarding.Wait()
 	all, _ := c.List()
 	for _, ctr := range all {
-		if c.State(ctr).Status == container.StateCreated {
+		if c.State(ctr).Status != container.StateRunning {
 			_ = c.d.snapshot.Unmount(filepath.Join(c.d.containerDir(ctr.ID), "snap"))
 		}
 	}
@@ -720,6 +744,7 @@ func (c *containers) monitor(id string, watch net.Conn) {
 	if watch != nil {
 		shim.AwaitEnd(watch, c.d.containerDir(id))
 	}
+	defer c.releaseEndedMount(id)
 	var ctr *Container
 	var st ContainerState
 	for {
@@ -853,16 +878,28 @@ var signals = map[string]syscall.Signal{"TERM": syscall.SIGTERM, "INT": syscall.
 // off the path of the removal.
 func trashDir(root string) string { return filepath.Join(root, "trash") }
 
-// discard moves a removed container's (unmounted) directory into the
-// trash, which a goroutine then empties: deleting its tree, a writable
-// layer included, takes milliseconds a `run --rm` would wait for. What a
-// stop leaves there goes at the next start.
+// discard moves a removed container's directory into the trash, where a
+// goroutine unmounts its root filesystem (if still mounted) and deletes
+// it: the unmount's RCU wait and deleting the tree, writable layer
+// included, take milliseconds a `run --rm` would wait for. What a stop
+// leaves there goes at the next start.
 func (c *containers) discard(dir string) error {
 	to := filepath.Join(trashDir(c.d.cfg.Root), filepath.Base(dir))
-	if err := os.Rename(dir, to); err != nil {
+	if err := os.Rename(dir, to); err != nil { // a mount inside moves along
+		if err := snapshot.Remove(c.d.snapshot, filepath.Join(dir, "snap")); err != nil {
+			return err
+		}
 		return os.RemoveAll(dir)
 	}
-	go os.RemoveAll(to)
+	c.discarding.Add(1)
+	go func() {
+		defer c.discarding.Done()
+		if err := c.d.snapshot.Unmount(filepath.Join(to, "snap")); err != nil {
+			slog.Warn("unmount a removed container's root filesystem", "dir", to, "err", err)
+			return // left in the trash: not deleted through a mount
+		}
+		_ = os.RemoveAll(to)
+	}()
 	return nil
 }
 
@@ -888,9 +925,6 @@ func (c *containers) Remove(ctx context.Context, ctr *Container, force bool) err
 		_ = rc.Delete(ctx, true)
 	}
 	c.detach(ctr.ID)
-	if err := c.d.snapshot.Unmount(filepath.Join(dir, "snap")); err != nil {
-		return err
-	}
 	if err := c.discard(dir); err != nil {
 		return err
 	}
@@ -988,6 +1022,7 @@ func (c *containers) recordLost(ctr *Container, st ContainerState) ContainerStat
 // recover runs at daemon start: it watches the containers whose shims
 // live on, and starts those whose policy says to.
 func (c *containers) recover() {
+	c.releaseMounts() // a berthd killed right after a create or an end
 	all, err := c.List()
 	if err != nil {
 		slog.Warn("list containers", "err", err)
@@ -998,8 +1033,6 @@ func (c *containers) recover() {
 	for _, ctr := range all {
 		st := c.State(ctr)
 		if st.Status == container.StateCreated {
-			// A berthd stopped right after a create may have left its mount.
-			_ = c.d.snapshot.Unmount(filepath.Join(c.d.containerDir(ctr.ID), "snap"))
 			continue
 		}
 		if st.Status == container.StateDead {

@@ -130,9 +130,13 @@ func (s *server) killHanded(c handed, cause error) error {
 // filesystem, then writes DIR/exit.json, the order a Go shim keeps (once
 // exit.json is there, the daemon may start the container again). An
 // exec's end is only written down.
-func RecordEnd(dir string, code int) int {
+func RecordEnd(dir string, code int) int { return recordEnd(dir, code, true) }
+
+// recordEnd is RecordEnd; unmount false leaves the root filesystem
+// mounted, for a caller that unmounts it later itself (AwaitEnd's).
+func recordEnd(dir string, code int, unmount bool) int {
 	exit := &Exit{ExitCode: code}
-	if err := deleteEnded(dir, exit); err != nil {
+	if err := deleteEnded(dir, exit, unmount); err != nil {
 		exit.Error = err.Error()
 	}
 	exit.FinishedAt = time.Now().UTC()
@@ -144,7 +148,7 @@ func RecordEnd(dir string, code int) int {
 	return 0
 }
 
-func deleteEnded(dir string, exit *Exit) error {
+func deleteEnded(dir string, exit *Exit, unmount bool) error {
 	b, err := os.ReadFile(filepath.Join(dir, configFile))
 	if err != nil {
 		return err
@@ -157,7 +161,7 @@ func deleteEnded(dir string, exit *Exit) error {
 		return nil // the container goes on
 	}
 	defer func() {
-		if cfg.Unmount != "" {
+		if unmount && cfg.Unmount != "" {
 			_ = unix.Unmount(cfg.Unmount, unix.MNT_DETACH)
 		}
 	}()
@@ -184,6 +188,11 @@ func deleteEnded(dir string, exit *Exit) error {
 // waits for one byte back; the monitor runs "berthd __berth_shim_exit"
 // itself only when no watcher answers. A Go shim just closes the
 // connection once it recorded the end.
+//
+// When AwaitEnd records the end, the container's root filesystem stays
+// mounted (an unmount waits for an RCU grace period, 1 to 2 ms): the
+// caller unmounts it, under the container's lock, before it could start
+// again.
 func AwaitEnd(conn net.Conn, dir string) {
 	defer conn.Close()
 	line, err := bufio.NewReader(conn).ReadBytes('\n')
@@ -196,7 +205,7 @@ func AwaitEnd(conn net.Conn, dir string) {
 	if json.Unmarshal(line, &end) != nil || end.ExitCode == nil {
 		return
 	}
-	if RecordEnd(dir, *end.ExitCode) == 0 {
+	if recordEnd(dir, *end.ExitCode, false) == 0 {
 		_, _ = conn.Write([]byte{recordedAck})
 	}
 	_, _ = io.Copy(io.Discard, conn) // until the monitor is done
