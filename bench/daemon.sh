@@ -4,8 +4,9 @@
 #   1. `run --rm busybox true`, start to exit: berth, podman (--network none), docker
 #      (dockerd 20.10 from docker.io, --network none) and `crun run` of a bundle.
 #   2. 20 × `run -d busybox sleep 60`, in sequence and in parallel: berth, podman, docker.
-#   3. Memory: idle berthd RSS (after start, and after the runs above); RSS and PSS of a
-#      berth shim per container, beside conmon and containerd-shim-runc-v2.
+#   3. Memory: berthd RSS idle after start, right after the runs above and idle 11 s
+#      later; RSS and PSS of berth-monitor per container, beside conmon and
+#      containerd-shim-runc-v2.
 #   4. `berth ps -a` with 1000 containers.
 #
 # Peers and berthd are set up by bench/engine.sh.
@@ -102,8 +103,12 @@ for mode in sequential parallel; do
 done
 
 echo "== 3. memory"
+busy_after=$(rss_kb "$berthd_pid")
+# Idle: berthd gives freed heap back once the API was quiet for 5 s (its
+# check runs every 5 s), so 11 s on.
+sleep 11
 idle_after=$(rss_kb "$berthd_pid")
-echo "berthd idle RSS: $idle_start KiB at start, $idle_after KiB after the runs above" | tee "$OUT/mem.txt"
+echo "berthd RSS: $idle_start KiB idle at start, $busy_after KiB right after the runs above, $idle_after KiB idle 11 s later" | tee "$OUT/mem.txt"
 
 echo "== 4. ps -a with $PS_N containers"
 for i in $(seq "$PS_N"); do berth create busybox true >/dev/null; done
