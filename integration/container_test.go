@@ -666,3 +666,24 @@ func TestOOMKilledReported(t *testing.T) {
 		t.Errorf("inspect: %q, want OOMKilled and 137", out)
 	}
 }
+
+// TestRunRmFailedStart: as with Docker, an --rm container whose start
+// fails is removed, so that `docker run --rm` (waiting for the removal)
+// ends, with 127 for a command not found and 126 for one that cannot run.
+func TestRunRmFailedStart(t *testing.T) {
+	t.Parallel()
+	d := withBusybox(t)
+	for _, tc := range []struct {
+		cli  func(*testing.T, string, ...string) (string, error)
+		cmd  string
+		code int
+	}{{d.docker, "/nonexistent", 127}, {d.berth, "/nonexistent", 127}, {d.berth, "/etc", 126}} {
+		out, err := tc.cli(t, "", "run", "--rm", "busybox", tc.cmd)
+		if code := exitCode(t, err); code != tc.code {
+			t.Errorf("run --rm busybox %s: exit %d, want %d: %s", tc.cmd, code, tc.code, out)
+		}
+	}
+	if out := d.dockerOK(t, "ps", "-aq"); out != "" {
+		t.Errorf("containers left: %q", out)
+	}
+}

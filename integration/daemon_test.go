@@ -216,12 +216,22 @@ func (d *testDaemon) http() *http.Client {
 // docker runs the stock docker CLI against the daemon.
 func (d *testDaemon) docker(t *testing.T, stdin string, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(testutil.Require(t, "docker"), args...)
+	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, testutil.Require(t, "docker"), args...)
 	cmd.Env = append(os.Environ(), "DOCKER_HOST=unix://"+d.sock, "DOCKER_CONFIG="+filepath.Join(filepath.Dir(d.sock), "docker"))
 	cmd.Stdin = strings.NewReader(stdin)
+	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Errorf("docker %s: still running after %v", strings.Join(args, " "), cliTimeout)
+	}
 	return string(out), err
 }
+
+// cliTimeout bounds one docker or berth command: a command that hangs
+// fails its test instead of the whole run's time limit.
+const cliTimeout = 2 * time.Minute
 
 func (d *testDaemon) dockerOK(t *testing.T, args ...string) string {
 	t.Helper()
@@ -235,10 +245,16 @@ func (d *testDaemon) dockerOK(t *testing.T, args ...string) string {
 // berth runs the berth client against the daemon.
 func (d *testDaemon) berth(t *testing.T, stdin string, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(testutil.Build(t, "./cmd/client", false), args...)
+	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, testutil.Build(t, "./cmd/client", false), args...)
 	cmd.Env = append(os.Environ(), "BERTH_HOST=unix://"+d.sock, "DOCKER_CONFIG="+filepath.Join(filepath.Dir(d.sock), "berth-client"))
 	cmd.Stdin = strings.NewReader(stdin)
+	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Errorf("berth %s: still running after %v", strings.Join(args, " "), cliTimeout)
+	}
 	return string(out), err
 }
 

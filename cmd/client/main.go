@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 
 	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
@@ -86,6 +88,10 @@ func main() {
 			os.Exit(int(st))
 		}
 		fmt.Fprintln(os.Stderr, "berth:", err)
+		var ce codedError
+		if errors.As(err, &ce) {
+			os.Exit(ce.code)
+		}
 		os.Exit(1)
 	}
 }
@@ -94,3 +100,27 @@ func main() {
 type statusError int
 
 func (s statusError) Error() string { return fmt.Sprintf("exit status %d", int(s)) }
+
+// codedError ends berth with its message and an exit code.
+type codedError struct {
+	err  error
+	code int
+}
+
+func (e codedError) Error() string { return e.err.Error() }
+func (e codedError) Unwrap() error { return e.err }
+
+// startError is what `docker run` exits with when the container could not
+// start: 127 for a command not found, 126 for one that cannot run, else
+// 125 (the engine's error).
+func startError(err error) error {
+	msg := err.Error()
+	code := 125
+	switch {
+	case strings.Contains(msg, "executable file not found"), strings.Contains(msg, "no such file or directory"):
+		code = 127
+	case strings.Contains(msg, syscall.EACCES.Error()), strings.Contains(msg, syscall.EISDIR.Error()):
+		code = 126
+	}
+	return codedError{err, code}
+}

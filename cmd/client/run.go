@@ -506,7 +506,7 @@ func (c *cli) attachAndStart(cmd *cobra.Command, id string, tty, stdin, removed 
 	wait := api.ContainerWait(ctx, id, client.ContainerWaitOptions{Condition: cond})
 	if start {
 		if _, err := api.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
-			return err
+			return startError(err)
 		}
 	}
 	resize := func(h, w uint) {

@@ -650,7 +650,15 @@ func (c *containers) Resize(ctr *Container, height, width uint16) error {
 
 // Start runs a created or exited container through a new shim.
 func (c *containers) Start(ctx context.Context, ctr *Container) error {
-	return c.start(ctx, ctr, false)
+	err := c.start(ctx, ctr, false)
+	if err != nil && ctr.HostConfig.AutoRemove {
+		// As Docker: an --rm container that could not start is removed,
+		// and whoever waits for its removal (docker run) hears of it.
+		if rerr := c.Remove(context.Background(), ctr, true); rerr != nil {
+			slog.Warn("auto-remove after a failed start", "container", ctr.ID, "err", rerr)
+		}
+	}
+	return err
 }
 
 // start is Start; a restart (by policy) does nothing to a container the
