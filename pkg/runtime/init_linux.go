@@ -61,6 +61,11 @@ func runInit(sock *os.File) error {
 	if m.Config.Exec {
 		return runExecInit(sock, m.Config)
 	}
+	if m.Config.Handed != nil {
+		if cgroupFds, err = takeHanded(m.Config.Handed, cgroupFds); err != nil {
+			return err
+		}
+	}
 	// This thread execs the container process later, which so starts in
 	// the cgroup; the other runtime threads die at execve.
 	err = cgroups.JoinSelf(cgroupFds)

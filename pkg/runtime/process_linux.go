@@ -40,6 +40,11 @@ var joinableNamespaces = map[specs.LinuxNamespaceType]bool{
 // waits for Start. On any error nothing is left: no process, cgroup or state.
 func (r *Runtime) Create(ctx context.Context, id, bundle string, opts ...CreateOpt) (c *Container, err error) {
 	var o createOptions
+	defer func() {
+		if o.spare != nil { // not taken: ended
+			o.spare.Close()
+		}
+	}()
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, err
@@ -117,19 +122,37 @@ func (c *Container) startInit(ctx context.Context, spec *specs.Spec, o *createOp
 			return err
 		}
 	}
-	cmd, parent, err := c.initCommand(spec, o)
-	if err != nil {
-		return err
+	var handed []int // for a spare: its exec fifo and stdio
+	var handedStdio *handedStdio
+	if sp := o.spare; sp != nil && sp.fits(spec) {
+		o.spare = nil
+		fifo, err := os.OpenFile(filepath.Join(c.rt.dir(c.ID), execFifo), os.O_RDWR, 0)
+		if err != nil {
+			sp.Close()
+			return err
+		}
+		defer fifo.Close()
+		// From here on, abort (destroy) closes the socket and reaps init.
+		handed, handedStdio = sp.handOver(c, o, fifo)
+	} else {
+		if sp != nil {
+			o.spare = nil
+			sp.Close()
+		}
+		cmd, parent, err := c.initCommand(spec, o)
+		if err != nil {
+			return err
+		}
+		err = cmd.Start()
+		closeChildFiles(cmd)
+		if err != nil {
+			parent.Close()
+			return fmt.Errorf("start container init: %w", err)
+		}
+		// From here on, abort (destroy) closes the socket and reaps init.
+		c.init, c.syncSock = watch(cmd), parent
 	}
-	err = cmd.Start()
-	closeChildFiles(cmd)
-	if err != nil {
-		parent.Close()
-		return fmt.Errorf("start container init: %w", err)
-	}
-	// From here on, abort (destroy) closes the socket and reaps init.
-	c.init, c.syncSock = watch(cmd), parent
-	c.rec.Pid = cmd.Process.Pid
+	c.rec.Pid = c.init.cmd.Process.Pid
 	c.rec.PidStart, _ = procStart(c.rec.Pid)
 	// The cgroup is made while init's Go runtime starts up, on the other
 	// core: init only waits for its config, which comes after the cgroup.
@@ -156,11 +179,13 @@ func (c *Container) startInit(ctx context.Context, spec *specs.Spec, o *createOp
 	for i, f := range joinFiles {
 		fds[i] = int(f.Fd())
 	}
-	cfg := &initConfig{ID: c.ID, Spec: specForInit(spec), Rootfs: c.rec.Rootfs, CgroupPath: c.rec.CgroupPath, Seccomp: prog}
+	fds = append(fds, handed...)
+	cfg := &initConfig{ID: c.ID, Spec: specForInit(spec), Rootfs: c.rec.Rootfs, CgroupPath: c.rec.CgroupPath, Seccomp: prog,
+		Handed: handedStdio}
 	if spec.Hooks != nil {
 		cfg.State = hookState(c.ID, c.rec.Bundle, c.rec.Pid, specs.StateCreating, spec.Annotations)
 	}
-	if err = writeMsg(parent, syncMsg{Type: msgConfig, Config: cfg}, fds...); err != nil {
+	if err = writeMsg(c.syncSock, syncMsg{Type: msgConfig, Config: cfg}, fds...); err != nil {
 		return fmt.Errorf("send config to init: %w", err)
 	}
 	return c.awaitReady(ctx, o, cfg)

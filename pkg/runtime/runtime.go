@@ -63,6 +63,16 @@ type CreateOpt func(*createOptions) error
 type createOptions struct {
 	stdin, stdout, stderr *os.File
 	console               func(master *os.File) error
+	spare                 *SpareInit
+}
+
+// WithSpareInit offers Create a spare init: used if the container's
+// namespaces fit it, else ended. Either way Create owns it.
+func WithSpareInit(s *SpareInit) CreateOpt {
+	return func(o *createOptions) error {
+		o.spare = s
+		return nil
+	}
 }
 
 // WithStdio gives the container these files as fds 0, 1 and 2 (nil: /dev/null).

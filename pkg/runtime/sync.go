@@ -69,6 +69,9 @@ type initConfig struct {
 	// Exec: a process entering a running container (see Container.Exec),
 	// already in its namespaces and cgroup, with no rootfs to set up.
 	Exec bool `json:"exec,omitempty"`
+	// Handed: init is a spare (SpareInit), handed its exec fifo and these
+	// stdio files at the end of this message's fds.
+	Handed *handedStdio `json:"handed,omitempty"`
 }
 
 // maxMsgFds bounds the fds one sync message carries: a pty master, or one

@@ -25,16 +25,26 @@ import (
 // error to a caller that could show it, so it reports on the status pipe
 // or in exit.json.
 func Run(dir string) int {
-	if dir == "-" { // started ahead: wait for a container
+	s := &server{attachers: map[*attacher]struct{}{}}
+	if dir == "-" { // started ahead: wait for a container, with an init ahead too
+		// fds 3 to 5 are the daemon's pipes, not close-on-exec: the spare
+		// must not hold them (the status pipe would outlive the shim).
+		for _, fd := range []int{statusFd, goFd, dirFd} {
+			unix.CloseOnExec(fd)
+		}
+		s.spare, _ = runtime.StartSpareInit() // without one, Create starts init
 		if dir = readDir(); dir == "" {
+			if s.spare != nil {
+				s.spare.Close()
+			}
 			return 0
 		}
 	}
+	s.dir = dir
 	statusW := os.NewFile(statusFd, "status")
 	release := os.NewFile(goFd, "release")
 	enc := json.NewEncoder(statusW)
 	report := func(st status) { _ = enc.Encode(st) }
-	s := &server{dir: dir, attachers: map[*attacher]struct{}{}}
 	exit, err := s.run(report, release)
 	if err != nil {
 		report(status{Error: err.Error()})
@@ -59,11 +69,12 @@ func Run(dir string) int {
 // server is the shim's state: the container, its stdio and the clients of
 // its socket.
 type server struct {
-	dir  string
-	cfg  Config
-	ln   net.Listener
-	sock os.FileInfo // DIR/shim.sock as bound
-	log  *logs.Writer
+	dir   string
+	cfg   Config
+	spare *runtime.SpareInit // an init started ahead, for Create
+	ln    net.Listener
+	sock  os.FileInfo // DIR/shim.sock as bound
+	log   *logs.Writer
 	// monitor: the shim becomes berth-monitor once the container runs
 	// (Config.Monitor); until then nothing reads the output, and attach
 	// clients are only registered, so that the monitor takes them over
@@ -138,7 +149,13 @@ func (s *server) run(report func(status), release *os.File) (*Exit, error) {
 	}
 	ctx := context.Background()
 	if cfg.Exec != nil {
+		if s.spare != nil {
+			s.spare.Close()
+		}
 		return s.runExec(ctx, rt, opts, report, release)
+	}
+	if s.spare != nil {
+		opts = append(opts, runtime.WithSpareInit(s.spare)) // Create owns it now
 	}
 	c, err := rt.Create(ctx, cfg.ID, cfg.Bundle, opts...)
 	s.closeChildEnds()
