@@ -76,9 +76,13 @@ for mode in sequential parallel; do
 	# The watcher's memory per container while N run (sequential round only).
 	if [ "$mode" = sequential ]; then
 		# berthd's children with a container under them: shims become
-		# berth-monitor once their container runs (the idle spare has none).
+		# berth-monitor once their container runs. The idle spare shim has
+		# a child too, the spare init: it is left out by its arguments.
 		pids=()
-		for p in $(pgrep -P "$berthd_pid" || true); do pgrep -P "$p" >/dev/null && pids+=("$p"); done
+		for p in $(pgrep -P "$berthd_pid" || true); do
+			tr '\0' ' ' <"/proc/$p/cmdline" | grep -q ' __berth_shim - $' && continue
+			pgrep -P "$p" >/dev/null && pids+=("$p")
+		done
 		mem_line "berth-monitor" "${pids[@]}"
 	fi
 	berth ps -aq | xargs -r bin/berth -H "unix://$sock" rm -f >/dev/null
