@@ -42,8 +42,8 @@ func exitCode(t *testing.T, err error) int {
 	return -1
 }
 
-// watchers lists, sorted, the names of berthd's children that have a
-// child: the shims (or monitors) watching a process.
+// watchers lists, sorted, the names of berthd's children that watch a
+// process: the shims (or monitors) with a child, but the idle one.
 func watchers(t *testing.T, berthd int) string {
 	t.Helper()
 	children := func(pid int) []string { // of every thread: each forks
@@ -58,8 +58,9 @@ func watchers(t *testing.T, berthd int) string {
 	var names []string
 	for _, c := range children(berthd) {
 		n, _ := strconv.Atoi(c)
-		if len(children(n)) == 0 {
-			continue // the shim started ahead, idle
+		args, _ := os.ReadFile("/proc/" + c + "/cmdline")
+		if len(children(n)) == 0 || strings.HasSuffix(string(args), "\x00__berth_shim\x00-\x00") {
+			continue // the shim started ahead, idle (with its spare init)
 		}
 		comm, _ := os.ReadFile("/proc/" + c + "/comm")
 		names = append(names, strings.TrimSpace(string(comm)))

@@ -650,7 +650,7 @@ func (c *containers) Resize(ctr *Container, height, width uint16) error {
 
 // Start runs a created or exited container through a new shim.
 func (c *containers) Start(ctx context.Context, ctr *Container) error {
-	err := c.start(ctx, ctr, false)
+	err := c.start(ctx, ctr, userStart)
 	if err != nil && ctr.HostConfig.AutoRemove {
 		// As Docker: an --rm container that could not start is removed,
 		// and whoever waits for its removal (docker run) hears of it.
@@ -661,19 +661,31 @@ func (c *containers) Start(ctx context.Context, ctr *Container) error {
 	return err
 }
 
-// start is Start; a restart (by policy) does nothing to a container the
-// user stopped meanwhile.
-func (c *containers) start(ctx context.Context, ctr *Container, restart bool) error {
+// startKind is who starts a container.
+type startKind int
+
+const (
+	userStart     startKind = iota // docker start: a stop's mark is cleared
+	policyRestart                  // the restart policy: counted
+	restoreStart                   // berthd's own start: ctr as it was then
+)
+
+// start is Start; a start by berthd (policy, or restore at its start) does
+// nothing to a container the user stopped meanwhile. (Docker's restore
+// starts an always container stopped before berthd stopped: ctr, as read
+// then, says so.)
+func (c *containers) start(ctx context.Context, ctr *Container, kind startKind) error {
 	defer c.lock(ctr.ID)()
+	stoppedBefore := ctr.ManuallyStopped
 	if cur, err := c.Get(ctr.ID); err == nil {
 		*ctr = *cur
 	}
-	if restart {
-		// Counted and saved under the lock: a stop that marked the
-		// container meanwhile is seen here, never overwritten.
-		if ctr.ManuallyStopped {
-			return nil
-		}
+	// Checked (and counted) under the lock: a stop that marked the
+	// container meanwhile is seen here, never overwritten.
+	if ctr.ManuallyStopped && (kind == policyRestart || (kind == restoreStart && !stoppedBefore)) {
+		return nil
+	}
+	if kind == policyRestart {
 		ctr.RestartCount++
 		if err := c.save(ctr); err != nil {
 			return err
@@ -1005,7 +1017,7 @@ func (c *containers) maybeRestart(ctr *Container, st ContainerState) {
 		if err != nil || cur.ManuallyStopped || c.d.closing.Load() {
 			return
 		}
-		if err := c.start(context.Background(), cur, true); err != nil {
+		if err := c.start(context.Background(), cur, policyRestart); err != nil {
 			slog.Warn("restart", "container", ctr.ID, "err", err)
 		}
 	}()
@@ -1068,7 +1080,9 @@ func (c *containers) recover() {
 	}
 	for _, ctr := range restart {
 		go func() {
-			if err := c.Start(context.Background(), ctr); err != nil {
+			// Not Start: a stop that came meanwhile (the API serves
+			// already) must not be undone.
+			if err := c.start(context.Background(), ctr, restoreStart); err != nil {
 				slog.Warn("restart at daemon start", "container", ctr.ID, "err", err)
 			}
 		}()
