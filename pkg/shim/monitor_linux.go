@@ -9,13 +9,11 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/berth-containers/berth/internal/atomicfile"
 	"github.com/berth-containers/berth/pkg/runtime"
 )
 
@@ -140,8 +138,7 @@ func recordEnd(dir string, code int, unmount bool) int {
 		exit.Error = err.Error()
 	}
 	exit.FinishedAt = time.Now().UTC()
-	b, _ := json.Marshal(exit)
-	if err := atomicfile.Write(filepath.Join(dir, exitFile), func(w io.Writer) error { _, err := w.Write(b); return err }); err != nil {
+	if err := RecordExit(dir, *exit); err != nil {
 		fmt.Fprintln(os.Stderr, "berthd:", err)
 		return 1
 	}
@@ -149,13 +146,9 @@ func recordEnd(dir string, code int, unmount bool) int {
 }
 
 func deleteEnded(dir string, exit *Exit, unmount bool) error {
-	b, err := os.ReadFile(filepath.Join(dir, configFile))
+	cfg, err := readConfig(dir)
 	if err != nil {
 		return err
-	}
-	var cfg Config
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return fmt.Errorf("%s: %w", configFile, err)
 	}
 	if cfg.Exec != nil {
 		return nil // the container goes on

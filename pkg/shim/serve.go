@@ -15,7 +15,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/berth-containers/berth/internal/atomicfile"
 	"github.com/berth-containers/berth/pkg/logs"
 	"github.com/berth-containers/berth/pkg/runtime"
 )
@@ -57,8 +56,7 @@ func Run(dir string) int {
 	if s.cleanup != nil {
 		s.cleanup()
 	}
-	b, _ := json.Marshal(exit)
-	werr := atomicfile.Write(filepath.Join(dir, exitFile), func(w io.Writer) error { _, err := w.Write(b); return err })
+	werr := RecordExit(dir, *exit)
 	s.finish()
 	if werr != nil {
 		return 1
@@ -109,12 +107,9 @@ type output struct {
 }
 
 func (s *server) run(report func(status), release *os.File) (*Exit, error) {
-	b, err := os.ReadFile(filepath.Join(s.dir, configFile))
-	if err != nil {
+	var err error
+	if s.cfg, err = readConfig(s.dir); err != nil {
 		return nil, err
-	}
-	if err := json.Unmarshal(b, &s.cfg); err != nil {
-		return nil, fmt.Errorf("%s: %w", configFile, err)
 	}
 	cfg := s.cfg
 	s.monitor = cfg.Monitor != ""

@@ -331,6 +331,19 @@ func readDir() string {
 	return strings.TrimSuffix(line, "\n")
 }
 
+// readConfig reads the shim's config, DIR/shim.json.
+func readConfig(dir string) (Config, error) {
+	var cfg Config
+	b, err := os.ReadFile(filepath.Join(dir, configFile))
+	if err != nil {
+		return cfg, err
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return cfg, fmt.Errorf("%s: %w", configFile, err)
+	}
+	return cfg, nil
+}
+
 // RecordExit writes exit.json for a container whose shim is gone without
 // writing it, so that its state stays "exited" with what is known.
 func RecordExit(dir string, e Exit) error {
