@@ -126,7 +126,7 @@ func (c *Container) startInit(ctx context.Context, spec *specs.Spec, o *createOp
 	var handedStdio *handedStdio
 	if sp := o.spare; sp != nil && sp.fits(spec) {
 		o.spare = nil
-		fifo, err := os.OpenFile(filepath.Join(c.rt.dir(c.ID), execFifo), os.O_RDWR, 0)
+		fifo, err := c.openExecFifo()
 		if err != nil {
 			sp.Close()
 			return err
@@ -260,27 +260,13 @@ func (c *Container) initCommand(spec *specs.Spec, o *createOptions) (*exec.Cmd, 
 	if err != nil {
 		return nil, nil, err
 	}
-	// init waits reading the fifo; O_RDWR never blocks and keeps a reader
-	// while init lives (see releaseInit).
-	fifo, err := os.OpenFile(filepath.Join(c.rt.dir(c.ID), execFifo), os.O_RDWR, 0)
+	fifo, err := c.openExecFifo()
 	if err != nil {
 		parent.Close()
 		child.Close()
 		return nil, nil, err
 	}
-	cmd := &exec.Cmd{
-		Path: exe,
-		Args: []string{"berthd", InitArg},
-		// init runs on one thread and lives a few milliseconds: one P from
-		// the start and no collector (its anonymous memory stays near 1 MB)
-		// spare it runtime threads. execve replaces this environment.
-		Env:        []string{"GOMAXPROCS=1", "GOGC=off"},
-		Dir:        "/",
-		ExtraFiles: []*os.File{child, fifo},
-		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: cloneFlags(spec),
-		},
-	}
+	cmd := initCmd(exe, cloneFlags(spec), child, fifo)
 	o.setStdio(cmd)
 	if hasNamespace(spec, specs.UserNamespace) {
 		cmd.SysProcAttr.UidMappings = idMaps(spec.Linux.UIDMappings)
@@ -291,6 +277,28 @@ func (c *Container) initCommand(spec *specs.Spec, o *createOptions) (*exec.Cmd, 
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0, NoSetGroups: true}
 	}
 	return cmd, parent, nil
+}
+
+// initCmd is berthd re-executed as a container init in new namespaces
+// (cloneflags), with files as fds 3 and on (the sync socket first).
+func initCmd(exe string, cloneflags uintptr, files ...*os.File) *exec.Cmd {
+	return &exec.Cmd{
+		Path: exe,
+		Args: []string{"berthd", InitArg},
+		// init runs on one thread and lives a few milliseconds: one P from
+		// the start and no collector (its anonymous memory stays near 1 MB)
+		// spare it runtime threads. execve replaces this environment.
+		Env:         []string{"GOMAXPROCS=1", "GOGC=off"},
+		Dir:         "/",
+		ExtraFiles:  files,
+		SysProcAttr: &syscall.SysProcAttr{Cloneflags: cloneflags},
+	}
+}
+
+// openExecFifo opens the exec fifo init waits reading: O_RDWR never
+// blocks and keeps a reader while init lives (see releaseInit).
+func (c *Container) openExecFifo() (*os.File, error) {
+	return os.OpenFile(filepath.Join(c.rt.dir(c.ID), execFifo), os.O_RDWR, 0)
 }
 
 func closeChildFiles(cmd *exec.Cmd) {

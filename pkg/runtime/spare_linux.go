@@ -3,8 +3,6 @@ package runtime
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -47,12 +45,7 @@ func StartSpareInit() (*SpareInit, error) {
 	for _, t := range spareNamespaces {
 		flags |= namespaceFlags[t]
 	}
-	cmd := &exec.Cmd{
-		Path: exe, Args: []string{"berthd", InitArg},
-		Env: []string{"GOMAXPROCS=1", "GOGC=off"}, Dir: "/",
-		ExtraFiles:  []*os.File{child},
-		SysProcAttr: &syscall.SysProcAttr{Cloneflags: flags},
-	}
+	cmd := initCmd(exe, flags, child)
 	err = cmd.Start()
 	child.Close()
 	if err != nil {
