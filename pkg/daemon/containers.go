@@ -269,7 +269,7 @@ func (c *containers) Create(ctx context.Context, name string, cfg *container.Con
 	// A run starts the container at once and finds the root filesystem
 	// mounted (an unmount waits for the kernel's RCU grace period, 1 to 2
 	// ms); a container only created gives its mount back soon.
-	time.AfterFunc(createdMountGrace, func() { c.releaseCreatedMount(ctr.ID) })
+	time.AfterFunc(createdMountGrace, func() { c.releaseMount(ctr.ID) })
 	return ctr, nil
 }
 
@@ -279,42 +279,32 @@ func (c *containers) Create(ctx context.Context, name string, cfg *container.Con
 // mounts.
 const createdMountGrace = time.Second
 
-// releaseCreatedMount unmounts the root filesystem of a container that is
-// not running: mounted at create, it is mounted again at each start.
-func (c *containers) releaseCreatedMount(id string) {
-	defer c.lock(id)()
-	ctr, err := c.Get(id)
-	if err != nil || c.State(ctr).Status == container.StateRunning {
-		return // removed, or running: its shim unmounts it at the end
-	}
-	if err := c.d.snapshot.Unmount(filepath.Join(c.d.containerDir(id), "snap")); err != nil {
-		slog.Warn("unmount a created container's root filesystem", "container", id, "err", err)
-	}
-}
-
-// releaseEndedMount unmounts the root filesystem of a container that
-// ended (AwaitEnd leaves it mounted), unless it runs again already or was
-// removed (its directory, in the trash, is unmounted there). A restart
+// releaseMount unmounts the root filesystem of a container that does
+// not run: mounted at create for its start, or left mounted at its end
+// (AwaitEnd), it is mounted again at each start. Nothing for a container
+// removed (its directory, in the trash, is unmounted there) or running
+// (its shim, or berthd after AwaitEnd, unmounts it at the end). A restart
 // waits 100 ms at least, and finds it unmounted.
-func (c *containers) releaseEndedMount(id string) {
+func (c *containers) releaseMount(id string) {
 	defer c.lock(id)()
 	ctr, err := c.Get(id)
 	if err != nil || c.State(ctr).Status == container.StateRunning {
 		return
 	}
-	_ = c.d.snapshot.Unmount(filepath.Join(c.d.containerDir(id), "snap"))
+	if err := c.d.snapshot.Unmount(filepath.Join(c.d.containerDir(id), "snap")); err != nil {
+		slog.Warn("unmount a container's root filesystem", "container", id, "err", err)
+	}
 }
 
-// releaseMounts unmounts, at daemon stop and start, what containers that
-// do not run still hold (created in the last moments, or ended just
-// before), and at stop waits for the deletion of removed ones.
+// releaseMounts unmounts, at daemon stop, what containers that do not
+// run still hold (created in the last moments, or ended just before),
+// and waits for the deletion of removed ones. (recover does the same at
+// start, with the states it reads anyway.)
 func (c *containers) releaseMounts() {
 	c.discarding.Wait()
 	all, _ := c.List()
 	for _, ctr := range all {
-		if c.State(ctr).Status != container.StateRunning {
-			_ = c.d.snapshot.Unmount(filepath.Join(c.d.containerDir(ctr.ID), "snap"))
-		}
+		c.releaseMount(ctr.ID)
 	}
 }
 
@@ -764,7 +754,7 @@ func (c *containers) monitor(id string, watch net.Conn) {
 	if watch != nil {
 		shim.AwaitEnd(watch, c.d.containerDir(id))
 	}
-	defer c.releaseEndedMount(id)
+	defer c.releaseMount(id)
 	var ctr *Container
 	var st ContainerState
 	for {
@@ -1042,7 +1032,6 @@ func (c *containers) recordLost(ctr *Container, st ContainerState) ContainerStat
 // recover runs at daemon start: it watches the containers whose shims
 // live on, and starts those whose policy says to.
 func (c *containers) recover() {
-	c.releaseMounts() // a berthd killed right after a create or an end
 	all, err := c.List()
 	if err != nil {
 		slog.Warn("list containers", "err", err)
@@ -1052,6 +1041,10 @@ func (c *containers) recover() {
 	var restart []*Container
 	for _, ctr := range all {
 		st := c.State(ctr)
+		if st.Status != container.StateRunning {
+			// A berthd killed right after a create or an end left it.
+			_ = c.d.snapshot.Unmount(filepath.Join(c.d.containerDir(ctr.ID), "snap"))
+		}
 		if st.Status == container.StateCreated {
 			continue
 		}
