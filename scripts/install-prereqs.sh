@@ -3,7 +3,7 @@
 # need (and, with "bench", the peers the benchmarks compare against). Idempotent: only
 # missing packages are installed, and apt-get update runs only when something is missing.
 set -euo pipefail
-pkgs=(busybox-static libseccomp-dev libc6-dev gcc pkg-config iproute2 iptables util-linux procps docker-registry skopeo openssl systemd)
+pkgs=(busybox-static isal libseccomp-dev libc6-dev gcc pkg-config iproute2 iptables util-linux procps docker-registry skopeo openssl systemd)
 [ "${1:-}" = bench ] && pkgs+=(hyperfine crun runc podman skopeo debootstrap iperf3 bc)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -44,6 +44,10 @@ func Decompress(r io.Reader) (io.ReadCloser, Compression, error) {
 	}
 	switch {
 	case bytes.HasPrefix(head, gzipMagic):
+		if igzip := igzipPath(); igzip != "" {
+			zr, err := startIgzip(igzip, br)
+			return zr, Gzip, err
+		}
 		zr, err := gzip.NewReader(br)
 		if err != nil {
 			return nil, Gzip, fmt.Errorf("gzip layer: %w", err)

@@ -7,10 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -166,45 +169,132 @@ func TestWhiteoutsInOverlayFormat(t *testing.T) {
 	}
 }
 
+// gzipDecoders runs f once with igzip (required in CI) and once with Go's
+// decoder.
+func gzipDecoders(t *testing.T, f func(t *testing.T)) {
+	t.Run("igzip", func(t *testing.T) {
+		testutil.Require(t, "igzip")
+		f(t)
+	})
+	t.Run("go", func(t *testing.T) {
+		unpack.WithGoGunzip(t)
+		f(t)
+	})
+}
+
+func gzipBytes(b []byte) []byte {
+	var gz bytes.Buffer
+	gw := gzip.NewWriter(&gz)
+	gw.Write(b)
+	gw.Close()
+	return gz.Bytes()
+}
+
 func TestCompressions(t *testing.T) {
 	testutil.RequiresRoot(t)
 	raw := layer(t, entry{name: "f", body: strings.Repeat("data", 1000)})
-	var gz, zs bytes.Buffer
-	gw := gzip.NewWriter(&gz)
-	gw.Write(raw)
-	gw.Close()
+	gz := gzipBytes(raw)
+	var zs bytes.Buffer
 	zw, _ := zstd.NewWriter(&zs)
 	zw.Write(raw)
 	zw.Close()
 	sum := sha256.Sum256(raw)
 	want := digest.NewDigestFromBytes(digest.SHA256, sum[:])
-	for _, tc := range []struct {
-		data []byte
-		comp unpack.Compression
-	}{{raw, unpack.Uncompressed}, {gz.Bytes(), unpack.Gzip}, {zs.Bytes(), unpack.Zstd}} {
-		t.Run(tc.comp.String(), func(t *testing.T) {
-			st, err := unpack.Unpack(bytes.NewReader(tc.data), t.TempDir(), unpack.Options{})
-			if err != nil || st.Compression != tc.comp || st.DiffID != want {
-				t.Errorf("stats %+v, err %v; want %s, DiffID %s", st, err, tc.comp, want)
-			}
-		})
+	check := func(t *testing.T, data []byte, comp unpack.Compression) {
+		st, err := unpack.Unpack(bytes.NewReader(data), t.TempDir(), unpack.Options{})
+		if err != nil || st.Compression != comp || st.DiffID != want {
+			t.Errorf("stats %+v, err %v; want %s, DiffID %s", st, err, comp, want)
+		}
 	}
+	t.Run("uncompressed", func(t *testing.T) { check(t, raw, unpack.Uncompressed) })
+	t.Run("zstd", func(t *testing.T) { check(t, zs.Bytes(), unpack.Zstd) })
+	t.Run("gzip", func(t *testing.T) {
+		gzipDecoders(t, func(t *testing.T) {
+			check(t, gz, unpack.Gzip)
+			// Docker reads concatenated gzip members as one stream.
+			half := len(raw) / 2
+			check(t, append(gzipBytes(raw[:half]), gzipBytes(raw[half:])...), unpack.Gzip)
+		})
+	})
+}
+
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// failingReader returns its data, then err.
+type failingReader struct {
+	r   io.Reader
+	err error
+}
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if err == io.EOF {
+		return n, f.err
+	}
+	return n, err
+}
+
+// TestBadGzip: a truncated or corrupt gzip stream, or a source that fails,
+// is an error naming the cause, with either decoder, and the source is no
+// longer read once Unpack has returned.
+func TestBadGzip(t *testing.T) {
+	testutil.RequiresRoot(t)
+	raw := layer(t, entry{name: "f", body: strings.Repeat("0123456789abcdef", 1<<14)})
+	gz := gzipBytes(raw)
+	badCRC := bytes.Clone(gz)
+	badCRC[len(badCRC)-6] ^= 0xff
+	lost := errors.New("connection reset by the registry")
+	gzipDecoders(t, func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			r    io.Reader
+			want string
+		}{
+			{"truncated", bytes.NewReader(gz[:len(gz)/2]), "unexpected EOF|truncated"},
+			{"bad checksum", bytes.NewReader(badCRC), "invalid checksum|corrupt"},
+			{"source fails", &failingReader{r: bytes.NewReader(gz[:len(gz)/2]), err: lost}, lost.Error()},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				_, err := unpack.Unpack(tc.r, t.TempDir(), unpack.Options{})
+				if err == nil || !regexp.MustCompile(tc.want).MatchString(err.Error()) {
+					t.Errorf("got %v, want an error matching %q", err, tc.want)
+				}
+			})
+		}
+	})
 }
 
 func TestLimits(t *testing.T) {
 	testutil.RequiresRoot(t)
 	// A gzip bomb: 64 MiB of zeros in a few KiB.
-	var gz bytes.Buffer
-	gw := gzip.NewWriter(&gz)
-	tw := tar.NewWriter(gw)
+	var bomb bytes.Buffer
+	tw := tar.NewWriter(&bomb)
 	tw.WriteHeader(&tar.Header{Name: "zeros", Typeflag: tar.TypeReg, Size: 64 << 20, Mode: 0o644})
 	tw.Write(make([]byte, 64<<20))
 	tw.Close()
-	gw.Close()
-	_, err := unpack.Unpack(bytes.NewReader(gz.Bytes()), t.TempDir(), unpack.Options{MaxBytes: 1 << 20})
-	if !errors.Is(err, unpack.ErrTooLarge) {
-		t.Errorf("bomb of %d compressed bytes: %v, want ErrTooLarge", gz.Len(), err)
-	}
+	gz := gzipBytes(bomb.Bytes())
+	gzipDecoders(t, func(t *testing.T) {
+		src := &countingReader{r: bytes.NewReader(gz)}
+		_, err := unpack.Unpack(src, t.TempDir(), unpack.Options{MaxBytes: 1 << 20})
+		if !errors.Is(err, unpack.ErrTooLarge) {
+			t.Errorf("bomb of %d compressed bytes: %v, want ErrTooLarge", len(gz), err)
+		}
+		// The caller owns the source again once Unpack returned.
+		read := src.n.Load()
+		time.Sleep(20 * time.Millisecond)
+		if now := src.n.Load(); now != read {
+			t.Errorf("the source was read after Unpack returned: %d bytes, then %d", read, now)
+		}
+	})
 	many := layer(t, entry{name: "a"}, entry{name: "b"}, entry{name: "c"})
 	if _, err := unpack.Unpack(bytes.NewReader(many), t.TempDir(), unpack.Options{MaxEntries: 2}); !errors.Is(err, unpack.ErrTooLarge) {
 		t.Errorf("3 entries with MaxEntries 2: %v, want ErrTooLarge", err)
