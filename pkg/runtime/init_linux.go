@@ -51,6 +51,9 @@ func stage(name string, err error) error {
 }
 
 func runInit(sock *os.File) error {
+	if len(os.Args) > 2 && os.Args[2] == spareArg {
+		WarmJSON() // while it waits for a container
+	}
 	m, cgroupFds, err := readMsg(sock)
 	if err != nil {
 		return err

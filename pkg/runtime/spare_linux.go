@@ -24,6 +24,9 @@ type SpareInit struct {
 	sock *os.File
 }
 
+// spareArg follows InitArg in a spare's arguments.
+const spareArg = "spare"
+
 // spareNamespaces are the namespaces a spare is made in: Docker's
 // container's, but the mount namespace (see SpareInit).
 var spareNamespaces = []specs.LinuxNamespaceType{
@@ -46,6 +49,7 @@ func StartSpareInit() (*SpareInit, error) {
 		flags |= namespaceFlags[t]
 	}
 	cmd := initCmd(exe, flags, child)
+	cmd.Args = append(cmd.Args, spareArg)
 	err = cmd.Start()
 	child.Close()
 	if err != nil {

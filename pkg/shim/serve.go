@@ -32,6 +32,7 @@ func Run(dir string) int {
 			unix.CloseOnExec(fd)
 		}
 		s.spare, _ = runtime.StartSpareInit() // without one, Create starts init
+		runtime.WarmJSON()
 		if dir = readDir(); dir == "" {
 			if s.spare != nil {
 				s.spare.Close()
