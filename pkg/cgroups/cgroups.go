@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -27,6 +28,14 @@ type Mode = cg.CGMode
 
 // HostMode reports whether the host runs cgroup v1, hybrid or v2.
 func HostMode() Mode { return cg.Mode() }
+
+// Discover finds the host's cgroup layout now, ahead of the first cgroup
+// made: spare shims call it while they wait for a container.
+func Discover() {
+	if HostMode() != cg.Unified {
+		_, _ = v1Hierarchy()
+	}
+}
 
 // Manager controls one container's cgroup.
 type Manager interface {
@@ -146,7 +155,10 @@ func withDefaultDevices(res *specs.LinuxResources) *specs.LinuxResources {
 
 // v1Hierarchy lists the v1 controllers mounted on this host, skipping the
 // ones containerd's default list knows but the host lacks (or binds to v2).
-func v1Hierarchy() ([]cgroup1.Subsystem, error) {
+// It is found once per process (the hierarchies do not change while berth
+// runs; containerd only reads the list): reading mountinfo and the hugepage
+// sizes again cost each create, join and delete of a cgroup.
+var v1Hierarchy = sync.OnceValues(func() ([]cgroup1.Subsystem, error) {
 	subs, err := cgroup1.Default()
 	if err != nil {
 		return nil, err
@@ -158,7 +170,7 @@ func v1Hierarchy() ([]cgroup1.Subsystem, error) {
 		}
 	}
 	return out, nil
-}
+})
 
 type v1 struct {
 	path string

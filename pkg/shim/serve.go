@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-containers/berth/pkg/cgroups"
 	"github.com/berth-containers/berth/pkg/logs"
 	"github.com/berth-containers/berth/pkg/runtime"
 )
@@ -33,6 +34,7 @@ func Run(dir string) int {
 		}
 		s.spare, _ = runtime.StartSpareInit() // without one, Create starts init
 		runtime.WarmJSON()
+		cgroups.Discover()
 		if dir = readDir(); dir == "" {
 			if s.spare != nil {
 				s.spare.Close()
