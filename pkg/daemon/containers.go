@@ -119,11 +119,14 @@ func newContainers(d *Daemon) (*containers, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The trash: what a stopped berthd had not deleted yet goes now,
-	// unmounted first.
+	// The trash: what a stopped berthd had not deleted yet goes now, its
+	// runtime state and cgroup and mount first.
 	trash := trashDir(d.cfg.Root)
 	left, _ := os.ReadDir(trash)
 	for _, e := range left {
+		if rc, err := rt.Load(e.Name()); err == nil {
+			_ = rc.Delete(context.Background(), true)
+		}
 		if err := d.snapshot.Unmount(filepath.Join(trash, e.Name(), "snap")); err != nil {
 			return nil, err
 		}
@@ -269,7 +272,7 @@ func (c *containers) Create(ctx context.Context, name string, cfg *container.Con
 	// A run starts the container at once and finds the root filesystem
 	// mounted (an unmount waits for the kernel's RCU grace period, 1 to 2
 	// ms); a container only created gives its mount back soon.
-	time.AfterFunc(createdMountGrace, func() { c.releaseMount(ctr.ID) })
+	time.AfterFunc(createdMountGrace, func() { c.release(ctr.ID) })
 	return ctr, nil
 }
 
@@ -279,32 +282,45 @@ func (c *containers) Create(ctx context.Context, name string, cfg *container.Con
 // mounts.
 const createdMountGrace = time.Second
 
-// releaseMount unmounts the root filesystem of a container that does
-// not run: mounted at create for its start, or left mounted at its end
-// (AwaitEnd), it is mounted again at each start. Nothing for a container
-// removed (its directory, in the trash, is unmounted there) or running
-// (its shim, or berthd after AwaitEnd, unmounts it at the end). A restart
-// waits 100 ms at least, and finds it unmounted.
-func (c *containers) releaseMount(id string) {
+// release frees what a container that does not run holds: the root
+// filesystem, mounted at create for its start or left mounted at its end,
+// and the runtime state and cgroup its end left (AwaitEnd records only the
+// exit, so that a run's reply does not wait for them). Nothing for a
+// container removed (its directory and runtime state go in the trash) or
+// running (its shim, or berthd after AwaitEnd, releases it at the end). A
+// restart waits 100 ms at least, and finds it released; a start under the
+// lock before that deletes the runtime state itself (start).
+func (c *containers) release(id string) {
 	defer c.lock(id)()
 	ctr, err := c.Get(id)
 	if err != nil || c.State(ctr).Status == container.StateRunning {
 		return
 	}
+	c.deleteRuntime(id)
 	if err := c.d.snapshot.Unmount(filepath.Join(c.d.containerDir(id), "snap")); err != nil {
 		slog.Warn("unmount a container's root filesystem", "container", id, "err", err)
 	}
 }
 
-// releaseMounts unmounts, at daemon stop, what containers that do not
-// run still hold (created in the last moments, or ended just before),
-// and waits for the deletion of removed ones. (recover does the same at
-// start, with the states it reads anyway.)
-func (c *containers) releaseMounts() {
+// deleteRuntime deletes the runtime's state and cgroup of a container
+// whose process ended, if they are still there.
+func (c *containers) deleteRuntime(id string) {
+	if rc, err := c.rt.Load(id); err == nil {
+		if err := rc.Delete(context.Background(), true); err != nil {
+			slog.Warn("delete an ended container's runtime state", "container", id, "err", err)
+		}
+	}
+}
+
+// releaseAll releases, at daemon stop, what containers that do not run
+// still hold (created in the last moments, or ended just before), and
+// waits for the deletion of removed ones. (recover unmounts at start, with
+// the states it reads anyway; start deletes runtime state left.)
+func (c *containers) releaseAll() {
 	c.discarding.Wait()
 	all, _ := c.List()
 	for _, ctr := range all {
-		c.releaseMount(ctr.ID)
+		c.release(ctr.ID)
 	}
 }
 
@@ -684,6 +700,9 @@ func (c *containers) start(ctx context.Context, ctr *Container, kind startKind) 
 	if st := c.State(ctr); st.Status == container.StateRunning {
 		return nil // docker start of a running container is no error
 	}
+	// What the last run left, if release has not come yet (or berthd
+	// was killed before it did).
+	c.deleteRuntime(ctr.ID)
 	dir := c.d.containerDir(ctr.ID)
 	snap := filepath.Join(dir, "snap")
 	rootfs, err := c.d.snapshot.Mount(c.d.images.LayerDirs(&image.Image{Layers: c.layers(ctr)}), snap)
@@ -754,7 +773,7 @@ func (c *containers) monitor(id string, watch net.Conn) {
 	if watch != nil {
 		shim.AwaitEnd(watch, c.d.containerDir(id))
 	}
-	defer c.releaseMount(id)
+	defer c.release(id)
 	var ctr *Container
 	var st ContainerState
 	for {
@@ -889,13 +908,15 @@ var signals = map[string]syscall.Signal{"TERM": syscall.SIGTERM, "INT": syscall.
 func trashDir(root string) string { return filepath.Join(root, "trash") }
 
 // discard moves a removed container's directory into the trash, where a
-// goroutine unmounts its root filesystem (if still mounted) and deletes
-// it: the unmount's RCU wait and deleting the tree, writable layer
-// included, take milliseconds a `run --rm` would wait for. What a stop
+// goroutine deletes its runtime state and cgroup (if still there),
+// unmounts its root filesystem (if still mounted) and deletes it: the
+// cgroup's rmdirs, the unmount's RCU wait and deleting the tree, writable
+// layer included, take milliseconds a `run --rm` would wait for. What a stop
 // leaves there goes at the next start.
-func (c *containers) discard(dir string) error {
+func (c *containers) discard(dir, id string) error {
 	to := filepath.Join(trashDir(c.d.cfg.Root), filepath.Base(dir))
 	if err := os.Rename(dir, to); err != nil { // a mount inside moves along
+		c.deleteRuntime(id)
 		if err := snapshot.Remove(c.d.snapshot, filepath.Join(dir, "snap")); err != nil {
 			return err
 		}
@@ -904,6 +925,9 @@ func (c *containers) discard(dir string) error {
 	c.discarding.Add(1)
 	go func() {
 		defer c.discarding.Done()
+		// IDs are never used again: the runtime state and cgroup of a
+		// removed container can go after the removal's reply.
+		c.deleteRuntime(id)
 		if err := c.d.snapshot.Unmount(filepath.Join(to, "snap")); err != nil {
 			slog.Warn("unmount a removed container's root filesystem", "dir", to, "err", err)
 			return // left in the trash: not deleted through a mount
@@ -931,11 +955,8 @@ func (c *containers) Remove(ctx context.Context, ctr *Container, force bool) err
 		return err // removed meanwhile (--rm and an explicit rm)
 	}
 	dir := c.d.containerDir(ctr.ID)
-	if rc, err := c.rt.Load(ctr.ID); err == nil {
-		_ = rc.Delete(ctx, true)
-	}
 	c.detach(ctr.ID)
-	if err := c.discard(dir); err != nil {
+	if err := c.discard(dir, ctr.ID); err != nil {
 		return err
 	}
 	if err := c.deleteRecord(ctr); err != nil {

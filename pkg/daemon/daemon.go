@@ -117,7 +117,7 @@ func (d *Daemon) Close() {
 	d.closing.Store(true)
 	if d.ctrs != nil {
 		d.ctrs.launcher.Close()
-		d.ctrs.releaseMounts()
+		d.ctrs.releaseAll()
 	}
 	if d.net != nil {
 		// Bridges no container is on go, with their rules.
