@@ -623,8 +623,24 @@ func TestCreatedMountReleased(t *testing.T) {
 	if out := d.dockerOK(t, "start", "-a", id); out != "started\n" {
 		t.Errorf("start -a: %q", out)
 	}
-	// berthd records the end with the mount in place and unmounts after.
-	eventually(t, "the ended container's mount released", func() bool { return !mounted() })
+	// berthd records the end with the mount, runtime state and cgroup in
+	// place and releases them after.
+	eventually(t, "the ended container's mount, runtime state and cgroup released", func() bool {
+		return !mounted() && !runtimeLeft(d, id)
+	})
+	// A start at once after an end finds them left, and deletes them.
+	for range 2 {
+		if out := d.dockerOK(t, "start", "-a", id); out != "started\n" {
+			t.Errorf("start -a right after the end: %q", out)
+		}
+	}
+}
+
+// runtimeLeft reports whether the runtime's state or a cgroup of the
+// container is there.
+func runtimeLeft(d *testDaemon, id string) bool {
+	_, err := os.Stat(filepath.Join(d.root, "runtime", id))
+	return err == nil || len(mustGlob("/sys/fs/cgroup/*"+d.cgroupParent+"/"+id)) > 0
 }
 
 // TestRemovedContainerFilesGo: rm moves the container's directory to the
@@ -637,10 +653,10 @@ func TestRemovedContainerFilesGo(t *testing.T) {
 	d.dockerOK(t, "wait", id)
 	d.dockerOK(t, "rm", id)
 	trash := filepath.Join(d.root, "trash")
-	eventually(t, "the container's files deleted", func() bool {
+	eventually(t, "the container's files, runtime state and cgroup deleted", func() bool {
 		_, err := os.Stat(filepath.Join(d.root, "containers", id))
 		left, _ := os.ReadDir(trash)
-		return errors.Is(err, os.ErrNotExist) && len(left) == 0
+		return errors.Is(err, os.ErrNotExist) && len(left) == 0 && !runtimeLeft(d, id)
 	})
 	d.stop()
 	if err := os.MkdirAll(filepath.Join(trash, "left", "upper"), 0o700); err != nil {

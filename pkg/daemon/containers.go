@@ -588,15 +588,12 @@ func (c *containers) Attach(ctr *Container, o shim.AttachOptions) *Attachment {
 		a.err = err
 		return a
 	}
-	switch c.State(cur).Status {
-	case container.StateRunning:
+	if c.State(cur).Status == container.StateRunning {
 		a.conn, a.err = shim.Attach(c.d.containerDir(ctr.ID), o)
 		return a
-	case container.StateExited, container.StateDead:
-		if cur.Config.Tty || !cur.Config.OpenStdin {
-			return a // nothing more will come: docker returns at once
-		}
 	}
+	// Created or ended: as dockerd's stream broadcasters, the client gets
+	// the next start's output (`docker start -a` attaches, then starts).
 	a.pending = &pendingAttach{opts: o, conn: make(chan attachResult, 1)}
 	c.pendMu.Lock()
 	c.pending[ctr.ID] = append(c.pending[ctr.ID], a.pending)
