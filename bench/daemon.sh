@@ -43,15 +43,20 @@ idle_start=$(rss_kb "$berthd_pid")
 import_busybox
 
 echo "== 1. run --rm busybox true"
-rows=(-n "berth run --rm --network none" "bin/berth -H unix://$sock run --rm --network none busybox true"
-	-n "podman run --rm --network none" "podman run --rm --network none localhost/busybox true")
+# berth and crun, whose times the target compares, run one after the other in
+# one hyperfine, so that both meet the machine in the same state; podman and
+# docker follow in another (they leave storage and daemons busy behind them).
+# crun refuses this machine's hybrid cgroups unless cgroup.controllers reads
+# empty, so that round runs masked (berth's client does not care). No shell:
+# -N times the commands themselves.
+run_masked hyperfine -N --style basic --warmup "$WARMUP" --runs "$RUNS" --export-json "$OUT/run-crun.json" \
+	-n "berth run --rm --network none" "bin/berth -H unix://$sock run --rm --network none busybox true" \
+	-n "crun run (bundle)" "crun --root $CRUN_ROOT run --bundle $BUNDLE bench-crun"
+rows=(-n "podman run --rm --network none" "podman run --rm --network none localhost/busybox true")
 if dockerd_up; then
 	rows+=(-n "docker run --rm --network none" "$DOCKER run --rm --network none busybox true")
 fi
-hyperfine --style basic --warmup "$WARMUP" --runs "$RUNS" --export-json "$OUT/run.json" "${rows[@]}"
-# crun refuses this machine's hybrid cgroups unless cgroup.controllers reads empty.
-run_masked hyperfine --style basic --warmup "$WARMUP" --runs "$RUNS" --export-json "$OUT/run-crun.json" \
-	-n "crun run (bundle)" "crun --root $CRUN_ROOT run --bundle $BUNDLE bench\$\$"
+hyperfine -N --style basic --warmup "$WARMUP" --runs "$RUNS" --export-json "$OUT/run.json" "${rows[@]}"
 
 echo "== 2. $N × run -d busybox sleep 60"
 many() { # ENGINE MODE CMD...: time N starts, in sequence or in parallel
@@ -120,10 +125,14 @@ hyperfine --style basic --warmup 2 --runs 10 --export-json "$OUT/ps.json" \
 	-n "berth ps -a ($PS_N containers)" "bin/berth -H unix://$sock ps -a"
 
 echo "== medians"
-python3 - "$OUT"/run.json "$OUT"/run-crun.json "$OUT"/ps.json <<'PY'
+python3 - "$OUT"/run-crun.json "$OUT"/run.json "$OUT"/ps.json <<'PY'
 import json, sys
+med = {}
 for f in sys.argv[1:]:
     for r in json.load(open(f))["results"]:
+        med[r['command']] = r['median']
         print(f"{r['command']:40} median {r['median']*1000:7.1f} ms  min {r['min']*1000:7.1f} ms")
+b, c = med["berth run --rm --network none"], med["crun run (bundle)"]
+print(f"berth run --rm / crun run: {b / c:.2f}; podman / berth: {med['podman run --rm --network none'] / b:.1f}")
 PY
 cat "$OUT/many.txt" "$OUT/mem.txt"
