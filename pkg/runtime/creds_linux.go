@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"github.com/moby/sys/capability"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -143,20 +144,28 @@ func fillCaps(c capability.Capabilities, caps *specs.LinuxCapabilities) error {
 	return nil
 }
 
+// setIDs sets the thread's group list, gid and uid with raw system calls.
+// They change the calling thread only, which is enough: init execs from
+// this thread, and the others, the Go runtime's, die at execve (the
+// capability calls after these are per thread too). The libc (and Go)
+// wrappers change every thread, each call signalling them all: a
+// millisecond of the container's start.
 func setIDs(u specs.User) error {
-	gids := make([]int, len(u.AdditionalGids))
-	for i, g := range u.AdditionalGids {
-		gids[i] = int(g)
+	gids := make([]uint32, len(u.AdditionalGids))
+	copy(gids, u.AdditionalGids)
+	var list unsafe.Pointer
+	if len(gids) > 0 {
+		list = unsafe.Pointer(&gids[0])
 	}
 	// Always set the group list, so host root's supplementary groups do not leak in.
-	if err := unix.Setgroups(gids); err != nil {
-		return stage("set additional groups", err)
+	if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, uintptr(len(gids)), uintptr(list), 0); e != 0 {
+		return stage("set additional groups", e)
 	}
-	if err := unix.Setresgid(int(u.GID), int(u.GID), int(u.GID)); err != nil {
-		return stage(fmt.Sprintf("set gid %d", u.GID), err)
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(u.GID), uintptr(u.GID), uintptr(u.GID)); e != 0 {
+		return stage(fmt.Sprintf("set gid %d", u.GID), e)
 	}
-	if err := unix.Setresuid(int(u.UID), int(u.UID), int(u.UID)); err != nil {
-		return stage(fmt.Sprintf("set uid %d", u.UID), err)
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(u.UID), uintptr(u.UID), uintptr(u.UID)); e != 0 {
+		return stage(fmt.Sprintf("set uid %d", u.UID), e)
 	}
 	return nil
 }
