@@ -45,8 +45,11 @@ func Decompress(r io.Reader) (io.ReadCloser, Compression, error) {
 	switch {
 	case bytes.HasPrefix(head, gzipMagic):
 		if igzip := igzipPath(); igzip != "" {
-			zr, err := startIgzip(igzip, br)
-			return zr, Gzip, err
+			// Nothing is read from br before igzip runs: if it cannot
+			// start (no setgroups in a user namespace, say), Go inflates.
+			if zr, err := startIgzip(igzip, br); err == nil {
+				return zr, Gzip, nil
+			}
 		}
 		zr, err := gzip.NewReader(br)
 		if err != nil {

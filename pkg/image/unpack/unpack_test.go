@@ -169,8 +169,8 @@ func TestWhiteoutsInOverlayFormat(t *testing.T) {
 	}
 }
 
-// gzipDecoders runs f once with igzip (required in CI) and once with Go's
-// decoder.
+// gzipDecoders runs f with igzip (required in CI), with Go's decoder, and
+// with an igzip that cannot start (Go's decoder takes over).
 func gzipDecoders(t *testing.T, f func(t *testing.T)) {
 	t.Run("igzip", func(t *testing.T) {
 		testutil.Require(t, "igzip")
@@ -178,6 +178,10 @@ func gzipDecoders(t *testing.T, f func(t *testing.T)) {
 	})
 	t.Run("go", func(t *testing.T) {
 		unpack.WithGoGunzip(t)
+		f(t)
+	})
+	t.Run("igzip fails to start", func(t *testing.T) {
+		unpack.WithIgzip(t, filepath.Join(t.TempDir(), "igzip")) // not there: Go inflates
 		f(t)
 	})
 }
