@@ -119,30 +119,23 @@ func newContainers(d *Daemon) (*containers, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The trash: what a stopped berthd had not deleted yet goes now, its
-	// runtime state and cgroup and mount first.
+	c := &containers{d: d, rt: rt, changes: map[string]chan struct{}{}, pending: map[string][]*pendingAttach{},
+		launcher: shim.NewLauncher(exe)}
+	if c.launcher.Monitor() == "" {
+		slog.Warn("no " + shim.MonitorName + " beside berthd: each shim stays a Go process, several MB per container")
+	}
+	// The trash: what a stopped berthd had not deleted yet goes now.
 	trash := trashDir(d.cfg.Root)
 	left, _ := os.ReadDir(trash)
 	for _, e := range left {
-		if rc, err := rt.Load(e.Name()); err == nil {
-			_ = rc.Delete(context.Background(), true)
+		if err := c.purge(e.Name()); err != nil {
+			return nil, fmt.Errorf("trash %s: %w", e.Name(), err)
 		}
-		if err := d.snapshot.Unmount(filepath.Join(trash, e.Name(), "snap")); err != nil {
-			return nil, err
-		}
-	}
-	if err := os.RemoveAll(trash); err != nil {
-		return nil, err
 	}
 	if err := os.MkdirAll(trash, 0o700); err != nil {
 		return nil, err
 	}
-	launcher := shim.NewLauncher(exe)
-	if launcher.Monitor() == "" {
-		slog.Warn("no " + shim.MonitorName + " beside berthd: each shim stays a Go process, several MB per container")
-	}
-	return &containers{d: d, rt: rt, changes: map[string]chan struct{}{}, pending: map[string][]*pendingAttach{},
-		launcher: launcher}, nil
+	return c, nil
 }
 
 var validName = regexp.MustCompile(`^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
@@ -899,7 +892,6 @@ func (c *containers) Stop(ctx context.Context, ctr *Container, timeout time.Dura
 var signals = map[string]syscall.Signal{"TERM": syscall.SIGTERM, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT,
 	"KILL": syscall.SIGKILL, "HUP": syscall.SIGHUP, "USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2}
 
-// Remove deletes a container; a running one only when forced (killed).
 // trashDir holds removed containers' directories until they are deleted,
 // off the path of the removal.
 func trashDir(root string) string { return filepath.Join(root, "trash") }
@@ -922,18 +914,27 @@ func (c *containers) discard(dir, id string) error {
 	c.discarding.Add(1)
 	go func() {
 		defer c.discarding.Done()
-		// IDs are never used again: the runtime state and cgroup of a
-		// removed container can go after the removal's reply.
-		c.deleteRuntime(id)
-		if err := c.d.snapshot.Unmount(filepath.Join(to, "snap")); err != nil {
-			slog.Warn("unmount a removed container's root filesystem", "dir", to, "err", err)
-			return // left in the trash: not deleted through a mount
+		if err := c.purge(id); err != nil {
+			slog.Warn("delete a removed container's files", "dir", to, "err", err)
 		}
-		_ = os.RemoveAll(to)
 	}()
 	return nil
 }
 
+// purge deletes a removed container from the trash: its runtime state and
+// cgroup if still there (IDs are never used again, so they can go after
+// the removal's reply), its root filesystem's mount, then its directory.
+// One whose unmount fails stays: nothing is deleted through a mount.
+func (c *containers) purge(id string) error {
+	dir := filepath.Join(trashDir(c.d.cfg.Root), id)
+	c.deleteRuntime(id)
+	if err := c.d.snapshot.Unmount(filepath.Join(dir, "snap")); err != nil {
+		return fmt.Errorf("unmount its root filesystem: %w", err)
+	}
+	return os.RemoveAll(dir)
+}
+
+// Remove deletes a container; a running one only when forced (killed).
 func (c *containers) Remove(ctx context.Context, ctr *Container, force bool) error {
 	st := c.State(ctr)
 	if st.Status == container.StateRunning {
