@@ -124,21 +124,17 @@ func (c *Container) startInit(ctx context.Context, spec *specs.Spec, o *createOp
 	}
 	var handed []int // for a spare: its exec fifo and stdio
 	var handedStdio *handedStdio
+	// A spare that does not fit, or is not taken, Create ends.
 	if sp := o.spare; sp != nil && sp.fits(spec) {
-		o.spare = nil
 		fifo, err := c.openExecFifo()
 		if err != nil {
-			sp.Close()
 			return err
 		}
 		defer fifo.Close()
+		o.spare = nil
 		// From here on, abort (destroy) closes the socket and reaps init.
 		handed, handedStdio = sp.handOver(c, o, fifo)
 	} else {
-		if sp != nil {
-			o.spare = nil
-			sp.Close()
-		}
 		cmd, parent, err := c.initCommand(spec, o)
 		if err != nil {
 			return err
