@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -409,25 +410,52 @@ func (s *server) serve() {
 // requestTimeout bounds how long a client may take to send its request.
 const requestTimeout = 2 * time.Second
 
-// readRequest reads a client's first line a byte at a time, so that none
-// of what follows it (an attach client's input) is read with it.
+// readRequest reads a client's first line and nothing of what follows it
+// (an attach client's input): it peeks at what has come and reads up to
+// the newline only, two system calls for a request, not one per byte.
 func readRequest(conn net.Conn) (request, error) {
 	var req request
+	raw, err := conn.(*net.UnixConn).SyscallConn()
+	if err != nil {
+		return req, err
+	}
 	_ = conn.SetReadDeadline(time.Now().Add(requestTimeout))
 	defer func() { _ = conn.SetReadDeadline(time.Time{}) }()
 	var line []byte
-	var b [1]byte
-	for len(line) < 1024 {
-		if _, err := io.ReadFull(conn, b[:]); err != nil {
+	buf := make([]byte, maxRequest)
+	for len(line) < maxRequest {
+		var n int
+		var perr error
+		if err := raw.Read(func(fd uintptr) bool {
+			n, _, perr = unix.Recvfrom(int(fd), buf[:maxRequest-len(line)], unix.MSG_PEEK)
+			return perr != unix.EAGAIN
+		}); err != nil {
 			return req, err
 		}
-		if b[0] == '\n' {
-			return req, json.Unmarshal(line, &req)
+		if perr != nil {
+			return req, perr
 		}
-		line = append(line, b[0])
+		if n == 0 {
+			return req, io.EOF
+		}
+		end := bytes.IndexByte(buf[:n], '\n')
+		take := n
+		if end >= 0 {
+			take = end + 1
+		}
+		if _, err := io.ReadFull(conn, buf[:take]); err != nil {
+			return req, err
+		}
+		line = append(line, buf[:take]...)
+		if end >= 0 {
+			return req, json.Unmarshal(line[:len(line)-1], &req)
+		}
 	}
 	return req, errors.New("request too long")
 }
+
+// maxRequest bounds a request line.
+const maxRequest = 1024
 
 func (s *server) handle(conn net.Conn) {
 	req, err := readRequest(conn)
