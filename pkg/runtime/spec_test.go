@@ -1,9 +1,13 @@
 package runtime
 
 import (
+	"bytes"
+	stdjson "encoding/json"
 	"errors"
+	"strings"
 	"testing"
 
+	json "github.com/go-json-experiment/json/v1"
 	"github.com/google/go-cmp/cmp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -83,5 +87,59 @@ func TestDefaultSeccompCompiles(t *testing.T) {
 	}
 	if len(s.Linux.Seccomp.Syscalls) < 10 || s.Linux.Seccomp.DefaultAction != specs.ActErrno {
 		t.Errorf("not Docker's default profile: %+v", s.Linux.Seccomp.DefaultAction)
+	}
+}
+
+// The runtime's JSON package must read a config.json as encoding/json
+// does, which runc, crun and the tools that write bundles go by: names in
+// any case, the last of duplicate names, nulls, numbers, and the seccomp
+// program's cache key (its encoding) byte for byte.
+func TestSpecJSONAsEncodingJSON(t *testing.T) {
+	s, err := DefaultSpec("rootfs", "sh", "-c", "echo é")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adj := -500
+	s.Process.OOMScoreAdj = &adj
+	s.Linux.Sysctl = map[string]string{"net.ipv4.ip_forward": "1"}
+	b, err := stdjson.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := string(b)
+	raw = strings.Replace(raw, `"process":`, `"Process":`, 1)
+	raw = strings.Replace(raw, `"hostname":`, `"hostname":"first","HOSTNAME":`, 1)
+	raw = strings.Replace(raw, `{"ociVersion"`, `{"annotations":null,"ociVersion"`, 1)
+	if !strings.Contains(raw, `"HOSTNAME"`) {
+		t.Fatalf("no hostname in %s", raw)
+	}
+	var want, got specs.Spec
+	if err := stdjson.Unmarshal([]byte(raw), &want); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(raw), &got); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("decoded unlike encoding/json (-want +got):\n%s", diff)
+	}
+	if got.Process == nil || got.Hostname == "first" {
+		t.Errorf("case or duplicate names not read as encoding/json reads them: %+v", got.Process)
+	}
+	wantKey, err := stdjson.Marshal(want.Linux.Seccomp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotKey, err := json.Marshal(got.Linux.Seccomp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(wantKey, gotKey) {
+		t.Error("the seccomp profile encodes unlike encoding/json")
+	}
+	for _, bad := range []string{`{"process":`, `{"ociVersion": 1}`, `{"process":{"args":["a"]}} x`} {
+		if (stdjson.Unmarshal([]byte(bad), &want) == nil) != (json.Unmarshal([]byte(bad), &got) == nil) {
+			t.Errorf("%s: accepted by one decoder only", bad)
+		}
 	}
 }
