@@ -312,7 +312,9 @@ func rmdirRetry(dir string) error {
 	var err error
 	wait := 500 * time.Microsecond
 	for deadline := time.Now().Add(3 * time.Second); ; {
-		if err = os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
+		// rmdir, not os.Remove, which tries unlink first: a failed path walk
+		// into cgroupfs per hierarchy.
+		if err = syscall.Rmdir(dir); err == nil || errors.Is(err, os.ErrNotExist) {
 			return nil
 		}
 		if !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
