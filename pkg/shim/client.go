@@ -1,7 +1,6 @@
 package shim
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	json "github.com/go-json-experiment/json/v1"
 	"golang.org/x/sys/unix"
 )
 
