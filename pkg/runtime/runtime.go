@@ -194,18 +194,14 @@ func (c *Container) Stats() (*cgroups.Stats, error) {
 
 // Start releases a created container's init, which then execs the process.
 func (c *Container) Start(ctx context.Context) error {
-	if st := c.status(); st != StatusCreated {
-		return fmt.Errorf("start container %s: status is %s: %w", c.ID, st, ErrWrongState)
+	sock, err := c.Release()
+	if err != nil {
+		return err
 	}
-	fifo := filepath.Join(c.rt.dir(c.ID), execFifo)
-	if err := c.releaseInit(fifo); err != nil {
-		return fmt.Errorf("start container %s: %w", c.ID, err)
-	}
-	_ = os.Remove(fifo)
-	if c.syncSock != nil {
+	if sock != nil {
 		// init closes its end with a successful execve; anything else is an error.
-		m, _, err := readMsg(c.syncSock)
-		c.closeSync()
+		m, _, err := readMsg(sock)
+		sock.Close()
 		if err == nil && m.Type == msgError {
 			return fmt.Errorf("start container %s: %s", c.ID, m.Error)
 		}
@@ -213,6 +209,33 @@ func (c *Container) Start(ctx context.Context) error {
 	warnHooks("poststart", c.rec.Poststart, c.hookState(StatusRunning))
 	return nil
 }
+
+// Release is Start for a caller that leaves the wait for init's execve to
+// another process: it lets init go on and hands over the sync socket
+// (nil if this process did not create the container). On it, init's
+// execve closes init's end (EOF: started), or init sends its error, one
+// packet: {"type":"error","error":"..."}. berth-monitor reads it while the
+// shim that released init becomes the monitor. Poststart hooks are not run
+// (HasPoststart): Start's.
+func (c *Container) Release() (*os.File, error) {
+	if st := c.status(); st != StatusCreated {
+		return nil, fmt.Errorf("start container %s: status is %s: %w", c.ID, st, ErrWrongState)
+	}
+	fifo := filepath.Join(c.rt.dir(c.ID), execFifo)
+	if err := c.releaseInit(fifo); err != nil {
+		return nil, fmt.Errorf("start container %s: %w", c.ID, err)
+	}
+	_ = os.Remove(fifo)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	sock := c.syncSock
+	c.syncSock = nil
+	return sock, nil
+}
+
+// HasPoststart reports whether the spec has poststart hooks, which Start
+// runs and Release does not.
+func (c *Container) HasPoststart() bool { return len(c.rec.Poststart) > 0 }
 
 func (c *Container) hookState(status specs.ContainerState) *specs.State {
 	return hookState(c.ID, c.rec.Bundle, c.rec.Pid, status, c.rec.Annotations)
