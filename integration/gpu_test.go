@@ -147,7 +147,8 @@ containerEdits:
 	fpga := fmt.Sprintf(`{"cdiVersion": "0.6.0", "kind": "example.com/fpga", "devices": [{"name": "a", "containerEdits": {
   "deviceNodes": [{"path": "/dev/fpga-a", "hostPath": "%s/dev/nvidia-uvm"}],
   "mounts": [{"hostPath": "%s", "containerPath": "/opt/fpga", "options": ["ro", "bind"]}],
-  "env": ["FPGA=a"]}}]}`, root, data)
+  "env": ["FPGA=a"]}}, {"name": "b", "containerEdits": {
+  "hooks": [{"hookName": "startContainer", "path": "/bin/sh", "args": ["sh", "-c", "exit 3"]}]}}]}`, root, data)
 	for name, content := range map[string]string{"nvidia.yaml": strings.TrimSuffix(spec, "---\n"), "fpga.json": fpga} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
@@ -175,6 +176,23 @@ containerEdits:
 	}
 	if b, _ := os.ReadFile(hookLog); string(b) != "cdi-hook-ran\n" {
 		t.Errorf("the CDI spec's createContainer hook wrote %q", b)
+	}
+	// A start that fails after init was released (a startContainer hook
+	// here; berth-monitor reads it): the error reaches start, the end is
+	// recorded with it, and --rm removes the container.
+	d.berthOK(t, "create", "--name", "hookfails", "--device", "example.com/fpga=b", "busybox", "true")
+	if out, err := d.berth(t, "", "start", "hookfails"); err == nil || !strings.Contains(out, "startContainer hook /bin/sh: exit status 3") {
+		t.Errorf("start with a failing startContainer hook: %v %s", err, out)
+	}
+	if out := d.berthOK(t, "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}} {{.State.Error}}", "hookfails"); !strings.HasPrefix(out, "exited 255 ") || !strings.Contains(out, "exit status 3") {
+		t.Errorf("after a failed start: %q", out)
+	}
+	d.berthOK(t, "rm", "hookfails")
+	if out, err := d.berth(t, "", "run", "--rm", "--device", "example.com/fpga=b", "busybox", "true"); err == nil || !strings.Contains(out, "exit status 3") {
+		t.Errorf("run --rm with a failing startContainer hook: %v %s", err, out)
+	}
+	if out := d.berthOK(t, "ps", "-aq"); out != "" {
+		t.Errorf("containers left after a failed start:\n%s", out)
 	}
 	info := d.berthOK(t, "info")
 	for _, want := range []string{"nvidia.com/gpu=0 (cdi): free", "nvidia.com/gpu=1 (cdi): free", "example.com/fpga=a (cdi): free", "CDI Spec Directories: "} {

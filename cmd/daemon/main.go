@@ -24,13 +24,13 @@ func main() {
 	if len(os.Args) == 3 && os.Args[1] == shim.Arg {
 		os.Exit(shim.Run(os.Args[2]))
 	}
-	if len(os.Args) == 4 && os.Args[1] == shim.ExitArg {
+	if (len(os.Args) == 4 || len(os.Args) == 5) && os.Args[1] == shim.ExitArg {
 		code, err := strconv.Atoi(os.Args[3])
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "berthd:", err)
 			os.Exit(2)
 		}
-		os.Exit(shim.RecordEnd(os.Args[2], code))
+		os.Exit(shim.RecordEnd(os.Args[2], code, os.Args[4:]...))
 	}
 	var serve serveFlags
 	root := &cobra.Command{

@@ -2,9 +2,10 @@
  * berth-monitor watches one running container in place of its shim.
  *
  * A shim ("berthd __berth_shim DIR", see pkg/shim) creates and starts the
- * container with berth's Go runtime. Once the container runs, the shim
- * execve()s this program, which keeps the shim's pid, and with it the
- * container's parent, and the shim's descriptors: its listening socket
+ * container with berth's Go runtime. Once it released the container's init
+ * (or, with poststart hooks, once the container runs), the shim execve()s
+ * this program, which keeps the shim's pid, and with it the container's
+ * parent, and the shim's descriptors: its listening socket
  * (DIR/shim.sock), the container's output pipes or pty master, its stdin,
  * and the attach and wait clients that connected before the start. From
  * then on the monitor does what a watching shim did, in well under a
@@ -15,6 +16,10 @@
  *     split at 16 KiB, rotated by size) and to attach clients (raw for a
  *     terminal, else Docker's 8-byte multiplexed frames);
  *   - it copies attach clients' input to the container's stdin;
+ *   - given init's sync socket (sync=, status=), it reads the start's
+ *     outcome there, EOF at init's execve or init's error message
+ *     ({"type":"error","error":"..."}), and reports it on the shim's status
+ *     pipe as the shim would have: {"started":true} or {"error":"..."};
  *   - it sets the terminal's size, and serves wait clients;
  *   - when the container has ended and its output is drained, it has
  *     berthd delete the container's cgroup and state, unmount its root
@@ -35,7 +40,8 @@
  * Arguments are key=value (pkg/shim writes them):
  *   dir= exe= (berthd) pid= | exited=CODE, log= log-max-size= log-max-files=,
  *   tty=1, stdin-once=1, listen=FD, stdout=FD, stderr=FD, stdin=FD,
- *   attach=FD:[i][o][e] (repeated), wait=FD[:r] (repeated).
+ *   attach=FD:[i][o][e] (repeated), wait=FD[:r] (repeated), sync=FD
+ *   status=FD.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -94,6 +100,8 @@ static struct {
 	int tty, stdin_once;
 	int listen_fd, out_fd[NSTREAMS], stdin_fd;
 	int pid, pidfd, running, exit_code;
+	int sync_fd, status_fd;   /* the start's outcome: read, then reported */
+	char start_error[4096];   /* init's error message, a JSON string */
 	int log_fd;
 	long long log_size;
 	struct stat sock; /* shim.sock as listened on */
@@ -102,7 +110,8 @@ static struct {
 	size_t line_len[NSTREAMS];
 	struct client *clients[MAX_CLIENTS];
 	int nclients;
-} m = {.listen_fd = -1, .out_fd = {-1, -1}, .stdin_fd = -1, .pidfd = -1, .log_fd = -1, .log_max_files = 1};
+} m = {.listen_fd = -1, .out_fd = {-1, -1}, .stdin_fd = -1, .pidfd = -1, .log_fd = -1, .log_max_files = 1,
+       .sync_fd = -1, .status_fd = -1};
 
 static void warn(const char *fmt, ...)
 {
@@ -496,6 +505,55 @@ static void output(int stream)
 	broadcast(stream, buf, (size_t)n);
 }
 
+/* json_string copies the JSON string value that follows key in s (quotes
+ * and escapes kept, so it stays a JSON string) into out; 0 if none fits. */
+static int json_string(const char *s, const char *key, char *out, size_t size)
+{
+	const char *p = strstr(s, key);
+	if (!p || *(p += strlen(key)) != '"')
+		return 0;
+	size_t i = 1;
+	for (; p[i] && p[i] != '"'; i++)
+		if (p[i] == '\\' && p[i + 1])
+			i++;
+	if (p[i] != '"' || i + 2 > size)
+		return 0;
+	memcpy(out, p, i + 1);
+	out[i + 1] = 0;
+	return 1;
+}
+
+/* start_result reads the start's outcome on init's sync socket: EOF (or a
+ * failed read) once init's execve closed it, else init's error message,
+ * after which init exits. It reports it on the status pipe, as a Go shim
+ * does, with the Go runtime's wording. */
+static void start_result(void)
+{
+	char buf[8192];
+	ssize_t n;
+	while ((n = recv(m.sync_fd, buf, sizeof(buf) - 1, 0)) < 0 && errno == EINTR)
+		;
+	close(m.sync_fd);
+	m.sync_fd = -1;
+	char line[sizeof(m.start_error) + 128];
+	int len;
+	if (n > 0)
+		buf[n] = 0;
+	if (n > 0 && strstr(buf, "\"type\":\"error\"") &&
+	    json_string(buf, "\"error\":", m.start_error, sizeof(m.start_error))) {
+		const char *id = strrchr(m.dir, '/') ? strrchr(m.dir, '/') + 1 : m.dir;
+		/* One JSON string: ours, then init's message, without the
+		 * message's opening quote. */
+		len = snprintf(line, sizeof(line), "{\"error\":\"start container %s: %s}\n", id, m.start_error + 1);
+	} else {
+		len = snprintf(line, sizeof(line), "{\"started\":true}\n");
+	}
+	if (len > 0 && (size_t)len < sizeof(line) && write(m.status_fd, line, (size_t)len) != len)
+		warn("report the start: %s", strerror(errno));
+	close(m.status_fd);
+	m.status_fd = -1;
+}
+
 static void reap(void)
 {
 	siginfo_t si = {0};
@@ -543,13 +601,20 @@ static int ask_recorder(void)
  * fails too, the monitor writes what it knows. */
 static void record_exit(void)
 {
-	if (ask_recorder() == 0)
+	/* A failed start is recorded as a Go shim records it: 255 and init's
+	 * message, which only "berthd __berth_shim_exit" takes. */
+	if (m.start_error[0])
+		m.exit_code = 255;
+	else if (ask_recorder() == 0)
 		return;
 	char code[16];
 	snprintf(code, sizeof(code), "%d", m.exit_code);
 	pid_t pid = fork();
 	if (pid == 0) {
-		execl(m.exe, m.exe, "__berth_shim_exit", m.dir, code, (char *)NULL);
+		if (m.start_error[0])
+			execl(m.exe, m.exe, "__berth_shim_exit", m.dir, code, m.start_error, (char *)NULL);
+		else
+			execl(m.exe, m.exe, "__berth_shim_exit", m.dir, code, (char *)NULL);
 		_exit(127);
 	}
 	int status = -1;
@@ -657,6 +722,10 @@ static int parse_args(int argc, char **argv)
 			m.out_fd[STDERR] = parse_fd(v);
 		} else if (!strcmp(k, "stdin")) {
 			m.stdin_fd = parse_fd(v);
+		} else if (!strcmp(k, "sync")) {
+			m.sync_fd = parse_fd(v);
+		} else if (!strcmp(k, "status")) {
+			m.status_fd = parse_fd(v);
 		} else if (!strcmp(k, "attach") || !strcmp(k, "wait")) {
 			const char *flags = strchr(v, ':');
 			int fd = parse_fd(v);
@@ -677,8 +746,8 @@ static int parse_args(int argc, char **argv)
 		warn("bad argument %s", argv[i]);
 		return -1;
 	}
-	if (!m.dir || !m.exe || m.running < 0 || m.listen_fd < 0) {
-		warn("usage: berth-monitor dir=DIR exe=BERTHD pid=PID|exited=CODE listen=FD [...]");
+	if (!m.dir || !m.exe || m.running < 0 || m.listen_fd < 0 || (m.sync_fd < 0) != (m.status_fd < 0)) {
+		warn("usage: berth-monitor dir=DIR exe=BERTHD pid=PID|exited=CODE listen=FD [sync=FD status=FD] [...]");
 		return -1;
 	}
 	return 0;
@@ -705,6 +774,8 @@ int main(int argc, char **argv)
 	}
 	cloexec(m.stdin_fd);
 	nonblock(m.stdin_fd);
+	cloexec(m.sync_fd);
+	cloexec(m.status_fd);
 	if (m.log_path)
 		log_open();
 	if (m.running) {
@@ -716,7 +787,7 @@ int main(int argc, char **argv)
 		cloexec(m.pidfd);
 	}
 
-	enum { LISTEN, PIDFD, OUT0, STDIN = OUT0 + NSTREAMS, FIXED };
+	enum { LISTEN, PIDFD, SYNC, OUT0, STDIN = OUT0 + NSTREAMS, FIXED };
 	struct pollfd pfd[FIXED + MAX_CLIENTS];
 	struct client *polled[MAX_CLIENTS];
 	while (m.running || m.out_fd[STDOUT] >= 0 || m.out_fd[STDERR] >= 0) {
@@ -725,6 +796,7 @@ int main(int argc, char **argv)
 			pending_in |= m.clients[i]->in_len > 0;
 		pfd[LISTEN] = (struct pollfd){.fd = m.listen_fd, .events = POLLIN};
 		pfd[PIDFD] = (struct pollfd){.fd = m.pidfd, .events = POLLIN};
+		pfd[SYNC] = (struct pollfd){.fd = m.sync_fd, .events = POLLIN};
 		for (int s = 0; s < NSTREAMS; s++)
 			pfd[OUT0 + s] = (struct pollfd){.fd = m.out_fd[s], .events = POLLIN};
 		pfd[STDIN] = (struct pollfd){.fd = pending_in ? m.stdin_fd : -1, .events = POLLOUT};
@@ -745,6 +817,9 @@ int main(int argc, char **argv)
 			warn("poll: %s", strerror(errno));
 			break;
 		}
+		/* The start first: it is reported before the end can be. */
+		if (pfd[SYNC].revents && m.sync_fd >= 0)
+			start_result();
 		for (int s = 0; s < NSTREAMS; s++)
 			if (pfd[OUT0 + s].revents && m.out_fd[s] >= 0)
 				output(s);
@@ -779,6 +854,8 @@ int main(int argc, char **argv)
 		if (pfd[LISTEN].revents)
 			accept_client();
 	}
+	if (m.sync_fd >= 0)
+		start_result();
 	log_flush();
 	if (m.log_fd >= 0)
 		close(m.log_fd);

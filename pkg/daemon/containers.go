@@ -742,10 +742,14 @@ func (c *containers) start(ctx context.Context, ctr *Container, kind startKind) 
 	}
 	watch, werr := shim.Watch(dir)
 	if err := launch.Start(); err != nil {
+		// The shim, or berth-monitor, records the end of a start that
+		// failed (its code and why): the caller hears of the failure once
+		// the container is seen exited, and its --rm finds it so.
 		if watch != nil {
-			watch.Close()
+			shim.AwaitEnd(watch, dir)
 		}
 		c.detach(ctr.ID)
+		c.notify(ctr.ID)
 		return invalid(err)
 	}
 	if werr != nil {

@@ -6,17 +6,23 @@
 // and to attached clients, records the exit status in DIR/exit.json and
 // ends.
 //
-// Once the container (or an exec's process) runs, the shim becomes
+// Once the container's init is released (an exec's process, or a
+// container with poststart hooks: once it runs), the shim becomes
 // berth-monitor (cmd/monitor, a small C program installed beside berthd)
 // with execve: same pid, so still the process's parent, same socket, stdio
-// and clients. The monitor does
+// and clients. The monitor reads the start's outcome on init's sync socket
+// and reports it on the status pipe: the shim's execve (2 ms of a Go
+// process's teardown) runs while init drops its privileges and execs, and
+// a short container's exit is reaped as soon as it comes. The monitor does
 // the watching in under 1 MB RSS where a Go shim takes 7 (a Go program
 // maps whole page-cache folios of berthd's 16 MB binary as it runs). Until
 // the handover the shim reads no output and only registers attach
 // clients, so nothing is read twice or lost. When the container has ended
-// and its output is drained, the monitor runs "berthd __berth_shim_exit
-// DIR CODE" (RecordEnd: runtime Delete, unmount, exit.json), then closes
-// its clients and ends (for an exec, the end is only written down).
+// and its output is drained, the monitor has berthd record it (see
+// AwaitEnd), or runs "berthd __berth_shim_exit DIR CODE [ERROR]"
+// (RecordEnd: runtime Delete, unmount, exit.json; ERROR: why the start
+// failed), then closes its clients and ends (for an exec, the end is only
+// written down).
 // Without berth-monitor beside berthd, the Go shim watches to the end
 // itself.
 //
@@ -27,9 +33,10 @@
 //	                                              runtime Create
 //	               <----------------------------  {"pid": N} | {"error": "..."}
 //	  attach waiting clients (DIR/shim.sock)
-//	  one byte on the release pipe ------------>  runtime Start
-//	               <----------------------------  {"started": true} | {"error"}
+//	  one byte on the release pipe ------------>  runtime Release (exec fifo)
 //	                                              execve berth-monitor:
+//	               <----------------------------  {"started": true} | {"error"}
+//	                                              (EOF or error on init's sync socket)
 //	                                              log and serve ... exit
 //	                                              berthd __berth_shim_exit:
 //	                                                runtime Delete, unmount rootfs,

@@ -20,10 +20,13 @@ import (
 // becomeMonitor hands the running container to berth-monitor
 // (cmd/monitor): the shim execve()s it, so that it keeps the shim's pid,
 // stays the container's parent and inherits the socket, the container's
-// stdio and the clients registered so far. It returns only on failure,
-// once the container was killed: a container that nothing watches would
-// have no log and no recorded exit.
-func (s *server) becomeMonitor(c handed) error {
+// stdio and the clients registered so far. With syncSock (from
+// runtime.Container.Release), the container is released but maybe not yet
+// running: the monitor reads the start's outcome there and reports it on
+// the status pipe. It returns only on failure, once the container was
+// killed: a container that nothing watches would have no log and no
+// recorded exit.
+func (s *server) becomeMonitor(c handed, syncSock *os.File) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return s.killHanded(c, err)
@@ -91,7 +94,16 @@ func (s *server) becomeMonitor(c handed) error {
 	if s.cfg.StdinOnce {
 		args = append(args, "stdin-once=1")
 	}
-	unix.CloseOnExec(statusFd) // the daemon has what it needed from the status pipe
+	if syncSock != nil {
+		// The start's outcome is the monitor's to read and report.
+		arg("sync", syncSock, "")
+		if _, err := unix.FcntlInt(statusFd, unix.F_SETFD, 0); err != nil {
+			return s.killHanded(c, err)
+		}
+		args = append(args, "status="+strconv.Itoa(statusFd))
+	} else {
+		unix.CloseOnExec(statusFd) // the daemon has what it needed from the status pipe
+	}
 	for _, f := range keep {
 		if _, err := unix.FcntlInt(f.Fd(), unix.F_SETFD, 0); err != nil {
 			return s.killHanded(c, err)
@@ -122,20 +134,29 @@ func (s *server) killHanded(c handed, cause error) error {
 	return fmt.Errorf("container %s killed: no monitor: %w", s.cfg.ID, cause)
 }
 
-// RecordEnd is "berthd __berth_shim_exit DIR CODE", berth-monitor's last
-// step once the container it watched ended and its output was drained:
-// it deletes the container's cgroup and state, unmounts its root
+// RecordEnd is "berthd __berth_shim_exit DIR CODE [ERROR]", berth-monitor's
+// last step once the container it watched ended and its output was
+// drained: it deletes the container's cgroup and state, unmounts its root
 // filesystem, then writes DIR/exit.json, the order a Go shim keeps (once
 // exit.json is there, the daemon may start the container again). An
-// exec's end is only written down.
-func RecordEnd(dir string, code int) int { return recordEnd(dir, code, true) }
+// exec's end is only written down. ERROR, a JSON string, is why the
+// container did not start (init's message).
+func RecordEnd(dir string, code int, startErr ...string) int {
+	var msg string
+	if len(startErr) > 0 {
+		if err := json.Unmarshal([]byte(startErr[0]), &msg); err != nil {
+			msg = startErr[0]
+		}
+	}
+	return recordEnd(dir, code, true, msg)
+}
 
 // recordEnd is RecordEnd. With release false it only records the exit,
 // and leaves the container's runtime state, cgroup and root filesystem to
 // a caller that releases them later itself (AwaitEnd's, berthd).
-func recordEnd(dir string, code int, release bool) int {
-	exit := &Exit{ExitCode: code}
-	if err := deleteEnded(dir, exit, release); err != nil {
+func recordEnd(dir string, code int, release bool, startErr string) int {
+	exit := &Exit{ExitCode: code, Error: startErr}
+	if err := deleteEnded(dir, exit, release); err != nil && exit.Error == "" {
 		exit.Error = err.Error()
 	}
 	exit.FinishedAt = time.Now().UTC()
@@ -206,7 +227,7 @@ func AwaitEnd(conn net.Conn, dir string) {
 	if json.Unmarshal(line, &end) != nil || end.ExitCode == nil {
 		return
 	}
-	if recordEnd(dir, *end.ExitCode, false) == 0 {
+	if recordEnd(dir, *end.ExitCode, false, "") == 0 {
 		_, _ = conn.Write([]byte{recordedAck})
 	}
 	_, _ = io.Copy(io.Discard, conn) // until the monitor is done

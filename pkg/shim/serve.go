@@ -179,6 +179,23 @@ func (s *server) run(report func(status), release *os.File) (*Exit, error) {
 		s.pumps.Wait()
 		return nil, fmt.Errorf("container %s was not started", cfg.ID)
 	}
+	if s.monitor && !c.HasPoststart() {
+		// The monitor sees the start through (init's error, or EOF at
+		// its execve, on the sync socket) and reports it: the shim's
+		// execve, 2 ms of a Go process's teardown, runs on one core
+		// while init drops privileges and execs on the other, instead
+		// of between the container's start and the first moment its
+		// exit can be reaped.
+		syncSock, err := c.Release()
+		if err != nil {
+			_ = c.Delete(ctx, true)
+			s.pumps.Wait()
+			return nil, err
+		}
+		err = s.becomeMonitor(c, syncSock)
+		s.cleanup()
+		return nil, err
+	}
 	if err := c.Start(ctx); err != nil {
 		_ = c.Delete(ctx, true)
 		s.pumps.Wait()
@@ -187,7 +204,7 @@ func (s *server) run(report func(status), release *os.File) (*Exit, error) {
 	report(status{Started: true})
 	if s.monitor {
 		// Returns only if the shim could not become the monitor.
-		err := s.becomeMonitor(c)
+		err := s.becomeMonitor(c, nil)
 		s.cleanup()
 		return nil, err
 	}
@@ -324,7 +341,7 @@ func (s *server) runExec(ctx context.Context, rt *runtime.Runtime, opts []runtim
 	}
 	report(status{Started: true, Pid: proc.Pid()})
 	if s.monitor {
-		return nil, s.becomeMonitor(proc) // returns only if that failed
+		return nil, s.becomeMonitor(proc, nil) // returns only if that failed
 	}
 	code, err := proc.Wait(ctx)
 	s.pumps.Wait()

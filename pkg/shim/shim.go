@@ -22,7 +22,7 @@ import (
 // Arg is argv[1] of the shim re-exec; never a user verb.
 const Arg = "__berth_shim"
 
-// ExitArg is argv[1] of "berthd __berth_shim_exit DIR CODE", which
+// ExitArg is argv[1] of "berthd __berth_shim_exit DIR CODE [ERROR]", which
 // berth-monitor runs once the container it watches ended: see RecordEnd.
 const ExitArg = "__berth_shim_exit"
 
