@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -8,7 +9,6 @@ import (
 	"os"
 	"strings"
 
-	json "github.com/go-json-experiment/json/v1"
 	"golang.org/x/sys/unix"
 )
 
