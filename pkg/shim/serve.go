@@ -35,6 +35,9 @@ func Run(dir string) int {
 		}
 		s.spare, _ = runtime.StartSpareInit() // without one, Create starts init
 		runtime.WarmJSON()
+		// encoding/json builds its tables for shim.json's types, an exec's
+		// process among them, on the first decode, whatever it holds.
+		_ = json.Unmarshal([]byte("{}"), new(Config))
 		cgroups.Discover()
 		if dir = readDir(); dir == "" {
 			if s.spare != nil {
