@@ -24,8 +24,8 @@
  *   - when the container has ended and its output is drained, it has
  *     berthd delete the container's cgroup and state, unmount its root
  *     filesystem and write DIR/exit.json (the daemon's watcher, or else
- *     "berthd __berth_shim_exit DIR CODE"), then closes its clients and
- *     ends.
+ *     "berthd __berth_shim_exit DIR CODE", with init's message when the
+ *     start failed), then closes its clients and ends.
  *
  * The socket's protocol is pkg/shim's: one JSON line, from berthd only
  * (the socket is root's), in the form pkg/shim/client.go writes it:
