@@ -21,27 +21,27 @@
  *     ({"type":"error","error":"..."}), and reports it on the shim's status
  *     pipe as the shim would have: {"started":true} or {"error":"..."};
  *   - it sets the terminal's size, and serves wait clients;
- *   - when the container has ended and its output is drained, it has
- *     berthd delete the container's cgroup and state, unmount its root
- *     filesystem and write DIR/exit.json (the daemon's watcher, or else
- *     "berthd __berth_shim_exit DIR CODE", with init's message when the
- *     start failed), then closes its clients and ends.
+ *   - when the container has ended and its output is drained, it records
+ *     the end in DIR/exit.json, itself while berthd watches (berthd then
+ *     deletes the container's cgroup and state and unmounts its root
+ *     filesystem), else through "berthd __berth_shim_exit DIR CODE", which
+ *     does all of it (with init's message when the start failed); then it
+ *     closes its clients and ends.
  *
  * The socket's protocol is pkg/shim's: one JSON line, from berthd only
  * (the socket is root's), in the form pkg/shim/client.go writes it:
  *   {"attach":{"stdin":true,"stdout":true,"stderr":true}}
  *   {"resize":{"height":24,"width":80}}
  *   {"wait":true,"record":true}
- * A waiter that offers to record (berthd, running already) is asked first:
- * {"exitCode":N}, answered with one byte once it wrote exit.json; then no
- * berthd needs to start for it.
- * so the fields are found by their exact spelling, not by a JSON parser.
+ * so the fields are found by their exact spelling, not by a JSON parser. A
+ * waiter that offers to record is berthd, running: it releases what the
+ * container held once exit.json is written and the connection closes.
  *
  * Arguments are key=value (pkg/shim writes them):
  *   dir= exe= (berthd) pid= | exited=CODE, log= log-max-size= log-max-files=,
  *   tty=1, stdin-once=1, listen=FD, stdout=FD, stderr=FD, stdin=FD,
  *   attach=FD:[i][o][e] (repeated), wait=FD[:r] (repeated), sync=FD
- *   status=FD.
+ *   status=FD, oom=PATH (the container's cgroup file with oom_kill).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -67,7 +67,6 @@
 #define MAX_CLIENTS 256
 #define REQUEST_MAX 1024
 #define DRAIN_MS 2000             /* how long ended clients may take the rest */
-#define RECORD_MS 30000           /* how long berthd may take to record the end */
 
 enum { STDOUT, STDERR, NSTREAMS };
 static const char *stream_names[NSTREAMS] = {"stdout", "stderr"};
@@ -94,7 +93,7 @@ struct client {
 };
 
 static struct {
-	const char *dir, *exe, *log_path;
+	const char *dir, *exe, *log_path, *oom_path;
 	long long log_max_size;
 	int log_max_files;
 	int tty, stdin_once;
@@ -572,32 +571,65 @@ static void reap(void)
 	m.running = 0;
 }
 
-/* ask_recorder has a waiter that offered (berthd) record the end: it is
- * sent {"exitCode":N} and answers one byte once exit.json is written. */
-static int ask_recorder(void)
+/* berthd_watches: a waiter offered to record the end, berthd running,
+ * which releases the container's runtime state, cgroup and mount itself
+ * once the end is recorded (pkg/shim's AwaitEnd). */
+static int berthd_watches(void)
 {
-	char msg[64];
-	int n = snprintf(msg, sizeof(msg), "{\"exitCode\":%d}\n", m.exit_code);
-	for (int i = 0; i < m.nclients; i++) {
-		struct client *c = m.clients[i];
-		if (c->kind != WAITER || !c->record)
-			continue;
-		if (send(c->fd, msg, (size_t)n, MSG_NOSIGNAL) != n)
-			continue;
-		struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
-		char ack = 0;
-		int r;
-		while ((r = poll(&pfd, 1, RECORD_MS)) < 0 && errno == EINTR)
-			;
-		if (r == 1 && read(c->fd, &ack, 1) == 1 && ack == 1)
-			return 0;
-		/* Gone or silent: exit.json, if it wrote one, is written again. */
-	}
-	return -1;
+	for (int i = 0; i < m.nclients; i++)
+		if (m.clients[i]->kind == WAITER && m.clients[i]->record)
+			return 1;
+	return 0;
 }
 
-/* record_exit has berthd delete the container and write exit.json: the
- * running daemon if it offered, else a berthd started for that; if that
+/* oom_killed reads the oom_kill count in the container's memory cgroup
+ * (oom=, the file pkg/cgroups' OOMFile names): did the kernel's OOM killer
+ * end one of its processes? */
+static int oom_killed(void)
+{
+	if (!m.oom_path)
+		return 0;
+	int fd = open(m.oom_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	char buf[1024];
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	for (const char *p = buf; (p = strstr(p, "oom_kill ")); p++)
+		if (p == buf || p[-1] == '\n')
+			return strtoull(p + strlen("oom_kill "), NULL, 10) > 0;
+	return 0;
+}
+
+/* write_exit writes DIR/exit.json, pkg/shim's Exit, whole or not at all:
+ * through exit.json.tmp and a rename, synced if sync. error is a JSON
+ * string or NULL. */
+static int write_exit(int oom, const char *error, int sync)
+{
+	char ts[64], json[sizeof(m.start_error) + 256];
+	ts[rfc3339nano(ts, sizeof(ts) - 1)] = 0;
+	int n = snprintf(json, sizeof(json), "{\"exitCode\":%d,\"oomKilled\":%s,\"finishedAt\":\"%s\"%s%s}",
+			 m.exit_code, oom ? "true" : "false", ts, error ? ",\"error\":" : "", error ? error : "");
+	if (n < 0 || (size_t)n >= sizeof(json))
+		return -1;
+	int fd = open("exit.json.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -1;
+	int ok = write(fd, json, (size_t)n) == n && (!sync || fsync(fd) == 0);
+	close(fd);
+	if (!ok || rename("exit.json.tmp", "exit.json") != 0) {
+		unlink("exit.json.tmp");
+		return -1;
+	}
+	return 0;
+}
+
+/* record_exit records the end: with berthd watching, the monitor writes
+ * exit.json itself (berthd releases the rest); else it has a berthd
+ * started for that delete the container and write exit.json; if that
  * fails too, the monitor writes what it knows. */
 static void record_exit(void)
 {
@@ -605,7 +637,7 @@ static void record_exit(void)
 	 * message, which only "berthd __berth_shim_exit" takes. */
 	if (m.start_error[0])
 		m.exit_code = 255;
-	else if (ask_recorder() == 0)
+	else if (berthd_watches() && write_exit(oom_killed(), NULL, 0) == 0)
 		return;
 	char code[16];
 	snprintf(code, sizeof(code), "%d", m.exit_code);
@@ -624,18 +656,7 @@ static void record_exit(void)
 	if (pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return;
 	warn("%s __berth_shim_exit failed (status %d)", m.exe, status);
-	char ts[64], json[256];
-	ts[rfc3339nano(ts, sizeof(ts) - 1)] = 0;
-	int n = snprintf(json, sizeof(json),
-			 "{\"exitCode\":%d,\"oomKilled\":false,\"finishedAt\":\"%s\",\"error\":\"recording the exit failed\"}",
-			 m.exit_code, ts);
-	int fd = open("exit.json.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return;
-	int ok = write(fd, json, (size_t)n) == n && fsync(fd) == 0;
-	close(fd);
-	if (ok)
-		rename("exit.json.tmp", "exit.json");
+	(void)write_exit(oom_killed(), "\"recording the exit failed\"", 1);
 }
 
 /* finish tells waiters and attachers the container ended, giving
@@ -722,6 +743,8 @@ static int parse_args(int argc, char **argv)
 			m.out_fd[STDERR] = parse_fd(v);
 		} else if (!strcmp(k, "stdin")) {
 			m.stdin_fd = parse_fd(v);
+		} else if (!strcmp(k, "oom")) {
+			m.oom_path = v;
 		} else if (!strcmp(k, "sync")) {
 			m.sync_fd = parse_fd(v);
 		} else if (!strcmp(k, "status")) {

@@ -264,10 +264,18 @@ func (m *v1) Stats() (*Stats, error) {
 	return out, nil
 }
 
-// oomKills reads the oom_kill counter of memory.oom_control (kernel 4.13+).
-func (m *v1) oomKills() uint64 {
-	return readKey(filepath.Join(Root, "memory", m.path, "memory.oom_control"), "oom_kill")
+// OOMFile is the file of group p whose oom_kill line counts the processes
+// the kernel's OOM killer ended in it: memory.oom_control on v1 (kernel
+// 4.13+), memory.events on v2. berth-monitor reads it at a container's end.
+func OOMFile(p string) string {
+	p = path.Join("/", p)
+	if HostMode() == cg.Unified {
+		return filepath.Join(Root, p, "memory.events")
+	}
+	return filepath.Join(Root, "memory", p, "memory.oom_control")
 }
+
+func (m *v1) oomKills() uint64 { return readKey(OOMFile(m.path), "oom_kill") }
 
 func (m *v1) OOMKilled() bool { return m.oomKills() > 0 }
 
@@ -371,9 +379,7 @@ func (m *v2) Stats() (*Stats, error) {
 	return out, nil
 }
 
-func (m *v2) oomKills() uint64 {
-	return readKey(filepath.Join(Root, m.path, "memory.events"), "oom_kill")
-}
+func (m *v2) oomKills() uint64 { return readKey(OOMFile(m.path), "oom_kill") }
 
 func (m *v2) OOMKilled() bool { return m.oomKills() > 0 }
 

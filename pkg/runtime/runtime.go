@@ -143,6 +143,9 @@ func (c *Container) Pid() int { return c.rec.Pid }
 // Bundle is the bundle directory the container was created from.
 func (c *Container) Bundle() string { return c.rec.Bundle }
 
+// CgroupPath is the container's cgroup, below the hierarchies' root.
+func (c *Container) CgroupPath() string { return c.rec.CgroupPath }
+
 func (c *Container) status() specs.ContainerState {
 	if c.init != nil {
 		select {

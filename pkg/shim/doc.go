@@ -18,11 +18,11 @@
 // maps whole page-cache folios of berthd's 16 MB binary as it runs). Until
 // the handover the shim reads no output and only registers attach
 // clients, so nothing is read twice or lost. When the container has ended
-// and its output is drained, the monitor has berthd record it (see
-// AwaitEnd), or runs "berthd __berth_shim_exit DIR CODE [ERROR]"
-// (RecordEnd: runtime Delete, unmount, exit.json; ERROR: why the start
-// failed), then closes its clients and ends (for an exec, the end is only
-// written down).
+// and its output is drained, the monitor writes exit.json itself if
+// berthd watches (see AwaitEnd; berthd releases the rest), or runs
+// "berthd __berth_shim_exit DIR CODE [ERROR]" (RecordEnd: runtime Delete,
+// unmount, exit.json; ERROR: why the start failed), then closes its
+// clients and ends (for an exec, the end is only written down).
 // Without berth-monitor beside berthd, the Go shim watches to the end
 // itself.
 //
@@ -51,10 +51,10 @@
 //	    the container's stdin.
 //	{"resize": {"height": 24, "width": 80}}   sets the terminal's size.
 //	{"wait": true}   closed once exit.json is written.
-//	{"wait": true, "record": true}   the same, from berthd, which offers to
-//	    record the end itself: berth-monitor then first writes
-//	    {"exitCode": N} and waits for one byte back (see AwaitEnd); a Go
-//	    shim records the end itself and ignores the offer.
+//	{"wait": true, "record": true}   the same, from berthd, which so says
+//	    it watches and releases the container after its end: berth-monitor
+//	    then only writes exit.json (see AwaitEnd); a Go shim records the
+//	    end itself either way.
 //
 // A berthd that restarts finds living containers through their runtime
 // state and watches them again through the socket; finished ones through

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-containers/berth/pkg/cgroups"
 	"github.com/berth-containers/berth/pkg/runtime"
 )
 
@@ -93,6 +94,10 @@ func (s *server) becomeMonitor(c handed, syncSock *os.File) error {
 	}
 	if s.cfg.StdinOnce {
 		args = append(args, "stdin-once=1")
+	}
+	if ctr, ok := c.(*runtime.Container); ok {
+		// The monitor records the end itself while berthd watches.
+		args = append(args, "oom="+cgroups.OOMFile(ctr.CgroupPath()))
 	}
 	if syncSock != nil {
 		// The start's outcome is the monitor's to read and report.
@@ -204,17 +209,18 @@ func deleteEnded(dir string, exit *Exit, release bool) error {
 }
 
 // AwaitEnd waits on a connection from Watch until the container's exit is
-// recorded. berth-monitor first asks its watcher to record the end, which
-// berthd, running already, does at once: it writes {"exitCode":N} and
-// waits for one byte back; the monitor runs "berthd __berth_shim_exit"
-// itself only when no watcher answers. A Go shim just closes the
-// connection once it recorded the end.
+// recorded. Its offer to record tells berth-monitor that berthd watches:
+// the monitor then writes exit.json itself (the exit code, the OOM kill
+// count of the container's cgroup) and closes the connection, as a Go
+// shim does once it recorded the end; the container's runtime state, its
+// cgroup (an rmdir in every hierarchy, 1 to 3 ms) and its root
+// filesystem's mount (an unmount waits for an RCU grace period, 1 to 2 ms)
+// stay, off the path of the exit's report. The caller releases them, under
+// the container's lock, before it could start again. With no berthd
+// watching, the monitor runs "berthd __berth_shim_exit", which does all.
 //
-// When AwaitEnd records the end, it only writes exit.json: the
-// container's runtime state, its cgroup (an rmdir in every hierarchy, 1 to
-// 3 ms) and its root filesystem's mount (an unmount waits for an RCU grace
-// period, 1 to 2 ms) stay, off the path of the exit's report. The caller
-// releases them, under the container's lock, before it could start again.
+// A monitor of an earlier release asks instead: {"exitCode":N}, answered
+// with one byte once AwaitEnd wrote exit.json (only exit.json, as above).
 func AwaitEnd(conn net.Conn, dir string) {
 	defer conn.Close()
 	line, err := bufio.NewReader(conn).ReadBytes('\n')
