@@ -128,7 +128,7 @@ func newContainers(d *Daemon) (*containers, error) {
 	trash := trashDir(d.cfg.Root)
 	left, _ := os.ReadDir(trash)
 	for _, e := range left {
-		if err := c.purge(e.Name()); err != nil {
+		if err := c.purge(filepath.Join(trash, e.Name()), e.Name()); err != nil {
 			return nil, fmt.Errorf("trash %s: %w", e.Name(), err)
 		}
 	}
@@ -909,28 +909,24 @@ func trashDir(root string) string { return filepath.Join(root, "trash") }
 func (c *containers) discard(dir, id string) error {
 	to := filepath.Join(trashDir(c.d.cfg.Root), filepath.Base(dir))
 	if err := os.Rename(dir, to); err != nil { // a mount inside moves along
-		c.deleteRuntime(id)
-		if err := snapshot.Remove(c.d.snapshot, filepath.Join(dir, "snap")); err != nil {
-			return err
-		}
-		return os.RemoveAll(dir)
+		return c.purge(dir, id) // where it is, then
 	}
 	c.discarding.Add(1)
 	go func() {
 		defer c.discarding.Done()
-		if err := c.purge(id); err != nil {
+		if err := c.purge(to, id); err != nil {
 			slog.Warn("delete a removed container's files", "dir", to, "err", err)
 		}
 	}()
 	return nil
 }
 
-// purge deletes a removed container from the trash: its runtime state and
-// cgroup if still there (IDs are never used again, so they can go after
-// the removal's reply), its root filesystem's mount, then its directory.
-// One whose unmount fails stays: nothing is deleted through a mount.
-func (c *containers) purge(id string) error {
-	dir := filepath.Join(trashDir(c.d.cfg.Root), id)
+// purge deletes a removed container, its directory at dir (in the trash):
+// its runtime state and cgroup if still there (IDs are never used again,
+// so they can go after the removal's reply), its root filesystem's mount,
+// then the directory. One whose unmount fails stays: nothing is deleted
+// through a mount.
+func (c *containers) purge(dir, id string) error {
 	c.deleteRuntime(id)
 	if err := c.d.snapshot.Unmount(filepath.Join(dir, "snap")); err != nil {
 		return fmt.Errorf("unmount its root filesystem: %w", err)
