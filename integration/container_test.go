@@ -669,8 +669,8 @@ func TestRemovedContainerFilesGo(t *testing.T) {
 }
 
 // TestOOMKilledReported: a container killed by the memory cgroup's OOM
-// killer exits 137 and inspect says OOMKilled (the end is recorded by
-// berthd for berth-monitor).
+// killer exits 137 and inspect says OOMKilled (berth-monitor records the
+// end, with the OOM kill count of the container's cgroup).
 func TestOOMKilledReported(t *testing.T) {
 	t.Parallel()
 	d := withBusybox(t)

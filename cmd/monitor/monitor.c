@@ -643,10 +643,9 @@ static void record_exit(void)
 	snprintf(code, sizeof(code), "%d", m.exit_code);
 	pid_t pid = fork();
 	if (pid == 0) {
-		if (m.start_error[0])
-			execl(m.exe, m.exe, "__berth_shim_exit", m.dir, code, m.start_error, (char *)NULL);
-		else
-			execl(m.exe, m.exe, "__berth_shim_exit", m.dir, code, (char *)NULL);
+		/* ERROR only after a failed start: else the list ends there. */
+		execl(m.exe, m.exe, "__berth_shim_exit", m.dir, code, m.start_error[0] ? m.start_error : (char *)NULL,
+		      (char *)NULL);
 		_exit(127);
 	}
 	int status = -1;
